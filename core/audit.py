@@ -1,0 +1,188 @@
+"""The append-only, hash-chained audit log.
+
+Each entry carries the hash of the one before it, so an edit, an insertion or a
+deletion anywhere breaks the chain from that point on; `verify_chain` names the
+first entry that does not fit. Appends are serialised through the single
+`audit_head` row, which every writer locks by updating it first: on PostgreSQL
+that row lock orders concurrent writers across nodes, on SQLite the write lock
+does. Entries are written in the same transaction as the change they record, so
+a change that is rolled back leaves no entry, and an entry means it happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Integer, String, select, text
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from core.clock import Clock
+from core.db import Base, UTCDateTime
+
+GENESIS = "0" * 64
+
+
+class AuditHead(Base):
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    last_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_entry"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    tag: Mapped[str] = mapped_column(String(80), nullable=False, index=True)
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    actor_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    actor_label: Mapped[str | None] = mapped_column(String(200))
+    subject_type: Mapped[str | None] = mapped_column(String(40))
+    subject_id: Mapped[str | None] = mapped_column(String(80))
+    organisation_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    client_address: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who is acting and from where: filled by the web layer or the CLI."""
+
+    actor_id: int | None = None
+    actor_label: str | None = None
+    client_address: str | None = None
+    request_id: str | None = None
+
+    def as_actor(self, actor_id: int | None, actor_label: str | None) -> AuditContext:
+        return AuditContext(actor_id, actor_label, self.client_address, self.request_id)
+
+
+def _canonical(entry: AuditEntry) -> bytes:
+    body = {
+        "seq": entry.seq,
+        "at": entry.at.strftime("%Y-%m-%dT%H:%M:%S.%f"),
+        "tag": entry.tag,
+        "outcome": entry.outcome,
+        "actor_id": entry.actor_id,
+        "actor_label": entry.actor_label,
+        "subject_type": entry.subject_type,
+        "subject_id": entry.subject_id,
+        "organisation_id": entry.organisation_id,
+        "client_address": entry.client_address,
+        "request_id": entry.request_id,
+        "detail": entry.detail,
+        "prev_hash": entry.prev_hash,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def entry_hash(entry: AuditEntry) -> str:
+    return hashlib.sha256(_canonical(entry)).hexdigest()
+
+
+@dataclass
+class Auditor:
+    session: Session
+    clock: Clock
+    context: AuditContext = field(default_factory=AuditContext)
+
+    def record(
+        self,
+        tag: str,
+        outcome: str = "success",
+        *,
+        subject_type: str | None = None,
+        subject_id: object = None,
+        organisation_id: int | None = None,
+        detail: dict[str, Any] | None = None,
+        actor_id: int | None = None,
+        actor_label: str | None = None,
+    ) -> AuditEntry:
+        """Append one entry in the caller's transaction; the caller commits."""
+        head = self.session.execute(
+            text(
+                "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, last_hash"
+            )
+        ).one_or_none()
+        if head is None:
+            raise RuntimeError("audit_head is missing: run `contactpoint db upgrade`")
+        seq, prev = int(head[0]), str(head[1])
+        at = self.clock.now()
+        entry = AuditEntry(
+            seq=seq,
+            at=at,
+            tag=tag,
+            outcome=outcome,
+            actor_id=actor_id if actor_id is not None else self.context.actor_id,
+            actor_label=actor_label if actor_label is not None else self.context.actor_label,
+            subject_type=subject_type,
+            subject_id=None if subject_id is None else str(subject_id),
+            organisation_id=organisation_id,
+            client_address=self.context.client_address,
+            request_id=self.context.request_id,
+            detail=_json_safe(detail or {}),
+            prev_hash=prev,
+        )
+        entry.hash = entry_hash(entry)
+        self.session.add(entry)
+        self.session.execute(
+            text("UPDATE audit_head SET last_hash = :h WHERE id = 1"), {"h": entry.hash}
+        )
+        return entry
+
+
+def _json_safe(detail: dict[str, Any]) -> dict[str, Any]:
+    """Round-trip through JSON so the hashed form equals the stored form."""
+    loaded: dict[str, Any] = json.loads(json.dumps(detail, sort_keys=True, default=str))
+    return loaded
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    checked: int
+    first_bad_seq: int | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_seq is None and self.problem is None
+
+
+def _entries(session: Session) -> Iterator[AuditEntry]:
+    stmt = select(AuditEntry).order_by(AuditEntry.seq).execution_options(yield_per=2000)
+    yield from session.scalars(stmt)
+
+
+def verify_chain(session: Session) -> ChainReport:
+    """Walk the chain in order and name the first entry that does not fit."""
+    expected_prev = GENESIS
+    expected_seq = 1
+    checked = 0
+    for entry in _entries(session):
+        if entry.seq != expected_seq:
+            return ChainReport(checked, expected_seq, f"entry {expected_seq} is missing")
+        if entry.prev_hash != expected_prev:
+            return ChainReport(
+                checked, entry.seq, f"entry {entry.seq} does not follow entry {entry.seq - 1}"
+            )
+        if entry_hash(entry) != entry.hash:
+            return ChainReport(checked, entry.seq, f"entry {entry.seq} was altered")
+        expected_prev = entry.hash
+        expected_seq += 1
+        checked += 1
+    head = session.get(AuditHead, 1)
+    if head is not None and (head.seq != checked or head.last_hash != expected_prev):
+        return ChainReport(
+            checked, checked + 1, f"entries after {checked} were removed (head is at {head.seq})"
+        )
+    return ChainReport(checked, None, None)

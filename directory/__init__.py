@@ -1,0 +1,1 @@
+"""The directory of record: organisations, people and their positions."""

@@ -1,0 +1,277 @@
+"""Rules about who exists, where they work, and whether they may act.
+
+`access_blockers` is the one answer to "may this person use the service
+today?": sign-in, every request, the lapse sweep and (later) token issuance all
+ask it, so a rule added here is enforced everywhere at once.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.audit import Auditor
+from core.clock import Clock
+from core.errors import NotAllowed
+from directory.errors import UnknownOrganisation, UnknownPerson
+from directory.models import (
+    Accreditation,
+    Organisation,
+    OrganisationKind,
+    Person,
+    PersonStatus,
+    Position,
+    Role,
+)
+
+
+def fold_username(username: str) -> str:
+    return unicodedata.normalize("NFKC", username).strip().casefold()
+
+
+@dataclass(frozen=True)
+class Grant:
+    organisation_id: int
+    role: Role
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The acting person as plain values: what domain services authorise against."""
+
+    person_id: int
+    username: str
+    grants: tuple[Grant, ...]
+
+    def has_role(self, role: Role, organisation_id: int | None = None) -> bool:
+        return any(
+            g.role is role and (organisation_id is None or g.organisation_id == organisation_id)
+            for g in self.grants
+        )
+
+    def organisations_with(self, role: Role) -> set[int]:
+        return {g.organisation_id for g in self.grants if g.role is role}
+
+    @property
+    def is_platform_admin(self) -> bool:
+        return self.has_role(Role.PLATFORM_ADMIN)
+
+    def require(self, role: Role, organisation_id: int | None = None) -> None:
+        if not self.has_role(role, organisation_id):
+            raise NotAllowed()
+
+
+def current_positions(person: Person, today: date) -> list[Position]:
+    return [
+        p
+        for p in person.positions
+        if p.current_on(today) and p.organisation.accreditation is Accreditation.ACCREDITED
+    ]
+
+
+def access_blockers(person: Person, today: date, *, ignore_status: bool = False) -> list[str]:
+    """Every reason this person may not use the service today; empty if none.
+
+    `ignore_status` asks whether anything but the account's own status stands
+    in the way: what activation and reinstatement need to know."""
+    reasons: list[str] = []
+    if not ignore_status and person.status is not PersonStatus.ACTIVE:
+        reasons.append(f"account {person.status.value.replace('_', ' ')}")
+    if person.clearance_expires_on is None or person.clearance_expires_on < today:
+        reasons.append("clearance lapsed")
+    if person.training_expires_on is None or person.training_expires_on < today:
+        reasons.append("training lapsed")
+    if not any(p.current_on(today) for p in person.positions):
+        reasons.append("no current position")
+    elif not current_positions(person, today):
+        reasons.append("organisation not accredited")
+    return reasons
+
+
+def require_admin_over(actor: Principal, person: Person, today: date) -> None:
+    """Admins act on people with a position in their organisation; never on themselves
+    (separation of duties), except platform admins, who may act on anyone else."""
+    if actor.person_id == person.id:
+        raise NotAllowed("You cannot do that to your own account")
+    if actor.is_platform_admin:
+        return
+    admin_of = actor.organisations_with(Role.ORGANISATION_ADMIN)
+    if not any(p.organisation_id in admin_of for p in person.positions if p.current_on(today)):
+        raise NotAllowed()
+
+
+def principal_for(person: Person, today: date) -> Principal:
+    grants = tuple(Grant(p.organisation_id, p.role) for p in current_positions(person, today))
+    return Principal(person_id=person.id, username=person.username, grants=grants)
+
+
+_USERNAME_SAFE = re.compile(r"[^a-z0-9]+")
+
+
+def _ascii_slug(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    ascii_only = decomposed.encode("ascii", "ignore").decode().lower()
+    return _USERNAME_SAFE.sub("", ascii_only)
+
+
+@dataclass
+class DirectoryService:
+    session: Session
+    clock: Clock
+    audit: Auditor
+
+    def organisation(self, organisation_id: int) -> Organisation:
+        org = self.session.get(Organisation, organisation_id)
+        if org is None:
+            raise UnknownOrganisation()
+        return org
+
+    def organisation_by_code(self, code: str) -> Organisation:
+        org = self.session.scalar(select(Organisation).where(Organisation.code == code))
+        if org is None:
+            raise UnknownOrganisation(f"no organisation with code {code!r}")
+        return org
+
+    def organisations(self) -> list[Organisation]:
+        return list(self.session.scalars(select(Organisation).order_by(Organisation.name)))
+
+    def create_organisation(
+        self,
+        *,
+        code: str,
+        name: str,
+        kind: OrganisationKind,
+        accredited: bool,
+        registration_authority: Organisation | None = None,
+    ) -> Organisation:
+        now = self.clock.now()
+        org = Organisation(
+            code=code,
+            name=name,
+            kind=kind,
+            accreditation=Accreditation.ACCREDITED if accredited else Accreditation.PENDING,
+            accreditation_changed_at=now,
+            accredited_on=now.date() if accredited else None,
+            registration_authority_id=registration_authority.id if registration_authority else None,
+        )
+        self.session.add(org)
+        self.session.flush()
+        if org.registration_authority_id is None:
+            org.registration_authority_id = org.id
+        self.audit.record(
+            "organisation:created",
+            subject_type="organisation",
+            subject_id=org.id,
+            organisation_id=org.id,
+            detail={"code": code, "kind": kind.value, "accreditation": org.accreditation.value},
+        )
+        return org
+
+    def person(self, person_id: int) -> Person:
+        person = self.session.get(Person, person_id)
+        if person is None:
+            raise UnknownPerson()
+        return person
+
+    def person_by_username(self, username: str) -> Person | None:
+        return self.session.scalar(
+            select(Person).where(Person.username_folded == fold_username(username))
+        )
+
+    def username_for(self, given_name: str, family_name: str) -> str:
+        """given.family, with a number added when that is taken."""
+        base = f"{_ascii_slug(given_name)}.{_ascii_slug(family_name)}".strip(".") or "user"
+        base = base[:56]
+        taken = set(
+            self.session.scalars(
+                select(Person.username_folded).where(Person.username_folded.like(f"{base}%"))
+            )
+        )
+        if base not in taken:
+            return base
+        suffix = 2
+        while f"{base}{suffix}" in taken:
+            suffix += 1
+        return f"{base}{suffix}"
+
+    def create_person(
+        self,
+        *,
+        given_name: str,
+        family_name: str,
+        work_email: str,
+        work_phone: str | None,
+        clearance_expires_on: date,
+        training_expires_on: date,
+        username: str | None = None,
+    ) -> Person:
+        now = self.clock.now()
+        chosen = username or self.username_for(given_name, family_name)
+        person = Person(
+            username=chosen,
+            username_folded=fold_username(chosen),
+            given_name=given_name,
+            family_name=family_name,
+            work_email=work_email,
+            work_phone=work_phone,
+            status=PersonStatus.AWAITING_ACTIVATION,
+            status_reason="enrolled after clearance",
+            status_changed_at=now,
+            security_epoch=1,
+            clearance_expires_on=clearance_expires_on,
+            training_expires_on=training_expires_on,
+            created_at=now,
+        )
+        self.session.add(person)
+        self.session.flush()
+        return person
+
+    def add_position(
+        self, person: Person, organisation: Organisation, role: Role, starts_on: date
+    ) -> Position:
+        position = Position(
+            person=person, organisation=organisation, role=role, starts_on=starts_on
+        )
+        self.session.add(position)
+        self.session.flush()
+        return position
+
+    def set_status(
+        self, person: Person, status: PersonStatus, reason: str, *, tag: str
+    ) -> None:
+        """Change status; leaving `active` ends every session and token at once."""
+        previous = person.status
+        person.status = status
+        person.status_reason = reason
+        person.status_changed_at = self.clock.now()
+        if status is not PersonStatus.ACTIVE:
+            person.security_epoch += 1
+        self.audit.record(
+            tag,
+            subject_type="person",
+            subject_id=person.id,
+            organisation_id=_home_organisation(person.positions),
+            detail={"from": previous.value, "to": status.value, "reason": reason},
+        )
+
+    def end_all_sessions(self, person: Person) -> None:
+        person.security_epoch += 1
+
+    def people_needing_sweep(self) -> list[Person]:
+        stmt = select(Person).where(Person.status == PersonStatus.ACTIVE).order_by(Person.id)
+        return list(self.session.scalars(stmt))
+
+    def count_people(self) -> int:
+        return int(self.session.scalar(select(func.count()).select_from(Person)) or 0)
+
+
+def _home_organisation(positions: Iterable[Position]) -> int | None:
+    for position in positions:
+        return position.organisation_id
+    return None

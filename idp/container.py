@@ -1,0 +1,155 @@
+"""Wiring: one place builds every service with its collaborators.
+
+The web app, the CLI and the tests all get services from here, so a service
+never reaches for a global and every entry point enforces the same rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from types import TracebackType
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.audit import AuditContext, Auditor
+from core.clock import Clock, SystemClock
+from core.crypto import DataCipher, SecretDigester
+from core.db import make_engine, make_session_factory
+from core.outbox import Outbox
+from core.settings import InstanceSecrets, Settings, load_instance_secrets
+from core.shared_state import DatabaseSharedState, RedisSharedState, SharedState
+from directory.service import DirectoryService
+from tokens.activation import ActivationService
+from tokens.codes import LetterCodes
+from tokens.otp import OtpVerifier
+from tokens.passwords import SecretHasher
+from tokens.sessions import SessionService
+from tokens.signin import SignInService
+from vetting.service import VettingService
+
+
+class Container:
+    """Long-lived parts: engine, keys, hasher. Cheap `Unit`s are made from it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        secrets: InstanceSecrets | None = None,
+        clock: Clock | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets or load_instance_secrets(settings)
+        self.clock: Clock = clock or SystemClock()
+        self.engine = engine or make_engine(settings.database_url, echo=settings.database.echo)
+        self.session_factory: sessionmaker[Session] = make_session_factory(self.engine)
+        self.cipher = DataCipher(self.secrets.data_key)
+        self.digester = SecretDigester(self.secrets.data_key)
+        self.hasher = SecretHasher(settings.argon2)
+        self._redis: redis.Redis | None = None
+
+    def redis_client(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(
+                self.settings.shared_state.redis_url, socket_timeout=2, socket_connect_timeout=2
+            )
+        return self._redis
+
+    def unit(self, context: AuditContext | None = None) -> Unit:
+        return Unit(self, context or AuditContext())
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@dataclass
+class Unit:
+    """One unit of work: a database session and the services that share it."""
+
+    container: Container
+    context: AuditContext
+
+    def __enter__(self) -> Unit:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @cached_property
+    def session(self) -> Session:
+        return self.container.session_factory()
+
+    def close(self) -> None:
+        if "session" in self.__dict__:
+            self.session.rollback()
+            self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    @property
+    def clock(self) -> Clock:
+        return self.container.clock
+
+    @cached_property
+    def audit(self) -> Auditor:
+        return Auditor(self.session, self.clock, self.context)
+
+    @cached_property
+    def shared(self) -> SharedState:
+        if self.container.settings.shared_state.backend == "redis":
+            return RedisSharedState(self.container.redis_client(), self.clock)
+        return DatabaseSharedState(self.session, self.clock)
+
+    @cached_property
+    def outbox(self) -> Outbox:
+        return Outbox(self.session, self.container.cipher, self.clock)
+
+    @cached_property
+    def directory(self) -> DirectoryService:
+        return DirectoryService(self.session, self.clock, self.audit)
+
+    @cached_property
+    def otp(self) -> OtpVerifier:
+        return OtpVerifier(self.session, self.container.cipher, self.clock, self.container.settings.totp)
+
+    @cached_property
+    def codes(self) -> LetterCodes:
+        return LetterCodes(self.session, self.container.digester, self.clock)
+
+    @cached_property
+    def sessions(self) -> SessionService:
+        return SessionService(self.session, self.container.digester, self.clock, self.container.settings.sessions)
+
+    @cached_property
+    def signin(self) -> SignInService:
+        c = self.container
+        return SignInService(
+            self.session, c.settings, self.clock, self.audit, self.shared, c.hasher, c.digester,
+            self.otp, self.sessions, self.directory,
+        )
+
+    @cached_property
+    def activation(self) -> ActivationService:
+        c = self.container
+        return ActivationService(
+            self.session, c.settings, self.clock, self.audit, self.shared, c.hasher, c.digester,
+            self.codes, self.otp, self.directory,
+        )
+
+    @cached_property
+    def vetting(self) -> VettingService:
+        return VettingService(
+            self.session, self.container.settings, self.clock, self.audit, self.directory,
+            self.activation, self.sessions, self.outbox,
+        )
+
+
+def build_container(settings: Settings, **kwargs: object) -> Container:
+    return Container(settings, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,20 @@
+"""Every model of every package, imported once so the metadata is complete
+(for Alembic, and for anything that walks all tables)."""
+
+from __future__ import annotations
+
+from core import audit, outbox, shared_state
+from core.db import Base
+from directory import models as directory_models
+from tokens import models as tokens_models
+from vetting import models as vetting_models
+
+__all__ = [
+    "Base",
+    "audit",
+    "directory_models",
+    "outbox",
+    "shared_state",
+    "tokens_models",
+    "vetting_models",
+]

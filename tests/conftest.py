@@ -1,0 +1,138 @@
+"""Fixtures shared by every test.
+
+Every test that touches the database runs twice: on SQLite (a fresh copy of a
+migrated template file) and on PostgreSQL (one database per test run, emptied
+between tests). PostgreSQL tests skip with a reason when no server answers,
+except under CI=true, where they must run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
+
+from core.clock import FrozenClock
+from core.db import make_engine
+from core.settings import InstanceSecrets, Settings, load_settings
+from idp.container import Container, Unit
+from idp.database import upgrade
+from idp.models import Base
+from tests.factories import World
+
+PG_ADMIN_URL = os.environ.get("CONTACTPOINT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+FAST_ARGON2 = {"memory_kib": 1024, "time_cost": 1, "parallelism": 1}
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a service is missing, but fail under CI, where it must be there."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"required under CI=true: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str | None]:
+    """A database of this run's own, so parallel runs cannot collide."""
+    try:
+        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect():
+            pass
+    except OperationalError:
+        yield None
+        return
+    name = f"cp_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _empty_postgres(engine: Engine) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        conn.execute(text("INSERT INTO audit_head (id, seq, last_hash) VALUES (1, 0, :h)"), {"h": "0" * 64})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path / "contactpoint.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    url = request.getfixturevalue("pg_database")
+    need(url is not None, f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    engine = make_engine(url)
+    _empty_postgres(engine)
+    engine.dispose()
+    yield url
+
+
+def make_settings(database_url: str, instance_dir: Path, **sections: dict[str, object]) -> Settings:
+    overrides: dict[str, dict[str, object]] = {
+        "service": {"instance_dir": str(instance_dir)},
+        "database": {"url": database_url},
+        "argon2": dict(FAST_ARGON2),
+    }
+    for name, values in sections.items():
+        overrides.setdefault(name, {}).update(values)
+    return load_settings(overrides=overrides, environ={})
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(database_url, tmp_path / "instance")
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def container(settings: Settings, clock: FrozenClock) -> Iterator[Container]:
+    keys = InstanceSecrets(session_key=secrets.token_bytes(32), data_key=secrets.token_bytes(32))
+    built = Container(settings, secrets=keys, clock=clock)
+    yield built
+    built.dispose()
+
+
+@pytest.fixture
+def unit(container: Container) -> Iterator[Unit]:
+    with container.unit() as work:
+        yield work
+
+
+@pytest.fixture
+def world(container: Container) -> Iterator[World]:
+    made = World(container)
+    yield made
+    made.close()

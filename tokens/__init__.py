@@ -1,0 +1,1 @@
+"""Authenticators and sessions: password, PIN, OTP tokens, letter codes."""

@@ -1,0 +1,286 @@
+"""Four-factor sign-in: username and password, then token code and PIN.
+
+Every failure raises the same `SignInFailed`, costs about the same time (an
+argon2id verification is made even for an unknown username) and is counted
+against the account and the client address. This service commits its own
+transactions, because a failure must be counted and audited even though the
+request that caused it fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.audit import Auditor
+from core.clock import Clock
+from core.crypto import SecretDigester, new_token
+from core.settings import Settings
+from core.shared_state import SharedState
+from directory.models import Person
+from directory.service import (
+    DirectoryService,
+    Principal,
+    access_blockers,
+    require_admin_over,
+)
+from tokens.errors import FlowExpired, SignInFailed, TooManyAttempts
+from tokens.models import (
+    AuthSession,
+    Flow,
+    OtpToken,
+    PasswordCredential,
+    PinCredential,
+    SignInGuard,
+    TokenForm,
+    TokenState,
+)
+from tokens.otp import OtpVerifier
+from tokens.passwords import SecretHasher
+from tokens.sessions import SessionService
+
+SIGNIN = "signin"
+SECOND_FACTOR = "second_factor"
+
+
+@dataclass(frozen=True)
+class Client:
+    address: str
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    token: str
+    record: AuthSession
+    person: Person
+
+
+def guard_for(session: Session, person_id: int) -> SignInGuard:
+    guard = session.get(SignInGuard, person_id)
+    if guard is None:
+        guard = SignInGuard(person_id=person_id, consecutive_failures=0, lock_count=0)
+        session.add(guard)
+        session.flush()
+    return guard
+
+
+def is_locked(guard: SignInGuard, now: datetime) -> bool:
+    return guard.locked_permanently or (guard.locked_until is not None and guard.locked_until > now)
+
+
+@dataclass
+class SignInService:
+    session: Session
+    settings: Settings
+    clock: Clock
+    audit: Auditor
+    shared: SharedState
+    hasher: SecretHasher
+    digester: SecretDigester
+    otp: OtpVerifier
+    sessions: SessionService
+    directory: DirectoryService
+
+    # -- throttling -----------------------------------------------------------
+
+    def _address_key(self, client: Client) -> str:
+        return f"signin:address:{client.address}"
+
+    def _check_address(self, client: Client) -> None:
+        window = self.settings.signin.address_window_seconds
+        key = self._address_key(client)
+        if self.shared.count(key, window) >= self.settings.signin.address_failures_per_window:
+            self.audit.record("signin:throttled", "refused", detail={"scope": "address"})
+            self.session.commit()
+            raise TooManyAttempts(self.shared.retry_after(key, window))
+
+    def _fail(self, client: Client, person: Person | None, stage: str, why: str, *, count: bool) -> SignInFailed:
+        """Count and audit a failure; return the one error every failure raises."""
+        self.shared.hit(self._address_key(client), self.settings.signin.address_window_seconds)
+        detail: dict[str, object] = {"reason": why}
+        if person is not None and count:
+            self._count_failure(person)
+        self.audit.record(
+            f"signin:{stage}:failure",
+            "failure",
+            subject_type="person" if person else None,
+            subject_id=person.id if person else None,
+            detail=detail,
+            actor_id=person.id if person else None,
+            actor_label=person.username if person else None,
+        )
+        self.session.commit()
+        return SignInFailed()
+
+    def _count_failure(self, person: Person) -> None:
+        now = self.clock.now()
+        guard = guard_for(self.session, person.id)
+        guard.consecutive_failures += 1
+        guard.last_failure_at = now
+        rules = self.settings.signin
+        if guard.consecutive_failures >= rules.permanent_lockout_after and not guard.locked_permanently:
+            guard.locked_permanently = True
+            self.audit.record(
+                "signin:lockout:permanent",
+                subject_type="person",
+                subject_id=person.id,
+                detail={"consecutive_failures": guard.consecutive_failures},
+            )
+        elif guard.consecutive_failures >= rules.lockout_threshold and not is_locked(guard, now):
+            guard.lock_count += 1
+            minutes = rules.lockout_minutes * 2 ** (guard.lock_count - 1)
+            guard.locked_until = now + timedelta(minutes=minutes)
+            self.audit.record(
+                "signin:lockout",
+                subject_type="person",
+                subject_id=person.id,
+                detail={"minutes": minutes, "consecutive_failures": guard.consecutive_failures},
+            )
+
+    # -- step 1 ---------------------------------------------------------------
+
+    def begin(self, username: str, password: str, client: Client) -> str:
+        """Check username and password; return the token of the second step."""
+        self._check_address(client)
+        person = self.directory.person_by_username(username) if username else None
+        credential = self.session.get(PasswordCredential, person.id) if person else None
+        password_ok = self.hasher.verify(credential.hash if credential else None, password)
+        if person is None:
+            raise self._fail(client, None, "password", "unknown username", count=False)
+        now = self.clock.now()
+        guard = guard_for(self.session, person.id)
+        if is_locked(guard, now):
+            raise self._fail(client, person, "password", "account locked", count=True)
+        if not password_ok or credential is None:
+            raise self._fail(client, person, "password", "wrong password", count=True)
+        blockers = access_blockers(person, now.date())
+        if blockers:
+            raise self._fail(client, person, "password", "; ".join(blockers), count=False)
+        if self.hasher.needs_rehash(credential.hash):
+            credential.hash = self.hasher.hash(password)
+            self.audit.record("credential:password:rehashed", subject_type="person", subject_id=person.id)
+        token = new_token()
+        self.session.add(
+            Flow(
+                digest=self.digester.digest(token),
+                kind=SIGNIN,
+                stage=SECOND_FACTOR,
+                person_id=person.id,
+                epoch=person.security_epoch,
+                created_at=now,
+                expires_at=now + timedelta(minutes=self.settings.signin.flow_minutes),
+                data={},
+            )
+        )
+        self.audit.record(
+            "signin:password:success",
+            subject_type="person",
+            subject_id=person.id,
+            actor_id=person.id,
+            actor_label=person.username,
+        )
+        self.session.commit()
+        return token
+
+    # -- step 2 ---------------------------------------------------------------
+
+    def pending_flow(self, flow_token: str) -> Flow | None:
+        flow = self.session.scalar(
+            select(Flow).where(Flow.digest == self.digester.digest(flow_token))
+        )
+        if (
+            flow is None
+            or flow.kind != SIGNIN
+            or flow.stage != SECOND_FACTOR
+            or flow.finished_at is not None
+            or flow.expires_at <= self.clock.now()
+        ):
+            return None
+        return flow
+
+    def complete(self, flow_token: str, code: str, pin: str, client: Client) -> SignedIn:
+        """Check the token code and PIN; start a session with its assurance."""
+        self._check_address(client)
+        flow = self.pending_flow(flow_token)
+        if flow is None:
+            raise FlowExpired()
+        person = self.directory.person(flow.person_id)
+        flow.finished_at = self.clock.now()
+        pin_row = self.session.get(PinCredential, person.id)
+        pin_ok = self.hasher.verify(pin_row.hash if pin_row else None, pin) and pin_row is not None
+        now = self.clock.now()
+        guard = guard_for(self.session, person.id)
+        if flow.epoch != person.security_epoch:
+            raise self._fail(client, person, "second_factor", "access ended during sign-in", count=False)
+        if is_locked(guard, now):
+            raise self._fail(client, person, "second_factor", "account locked", count=True)
+        if not pin_ok:
+            raise self._fail(client, person, "second_factor", "wrong PIN", count=True)
+        used = self._verify_code(person, code)
+        if used is None:
+            raise self._fail(client, person, "second_factor", "wrong or reused token code", count=True)
+        blockers = access_blockers(person, now.date())
+        if blockers:
+            raise self._fail(client, person, "second_factor", "; ".join(blockers), count=False)
+        assert pin_row is not None
+        if self.hasher.needs_rehash(pin_row.hash):
+            pin_row.hash = self.hasher.hash(pin)
+        guard.consecutive_failures = 0
+        guard.lock_count = 0
+        guard.locked_until = None
+        amr = ["pwd", "otp", "hwk" if used.form is TokenForm.HARDWARE else "swk", "pin"]
+        token, record = self.sessions.start(
+            person,
+            acr=self.settings.assurance.level2,
+            amr=amr,
+            client_address=client.address,
+            user_agent=client.user_agent,
+        )
+        self.audit.record(
+            "signin:success",
+            subject_type="person",
+            subject_id=person.id,
+            actor_id=person.id,
+            actor_label=person.username,
+            detail={"acr": record.acr, "amr": amr, "token": used.serial},
+        )
+        self.session.commit()
+        return SignedIn(token, record, person)
+
+    def _verify_code(self, person: Person, code: str) -> OtpToken | None:
+        tokens = self.session.scalars(
+            select(OtpToken).where(
+                OtpToken.person_id == person.id, OtpToken.state == TokenState.ACTIVE
+            )
+        )
+        for token in tokens:
+            if self.otp.verify(token, code):
+                return token
+        return None
+
+    # -- administration --------------------------------------------------------
+
+    def unlock(self, actor: Principal, person: Person) -> None:
+        """Organisation admins unlock their own people; platform admins anyone."""
+        require_admin_over(actor, person, self.clock.now().date())
+        guard = guard_for(self.session, person.id)
+        guard.consecutive_failures = 0
+        guard.lock_count = 0
+        guard.locked_until = None
+        guard.locked_permanently = False
+        self.audit.record("signin:unlocked", subject_type="person", subject_id=person.id)
+
+    def sign_out(self, session_token: str) -> None:
+        record = self.sessions.end_by_token(session_token, "signed out")
+        if record is not None:
+            self.audit.record(
+                "session:signed_out",
+                subject_type="person",
+                subject_id=record.person_id,
+                actor_id=record.person_id,
+            )
+        self.session.commit()

@@ -1,0 +1,1 @@
+"""Applications, checks, clearance decisions, enrolment, renewal and lapse."""
