@@ -110,9 +110,7 @@ class Auditor:
     ) -> AuditEntry:
         """Append one entry in the caller's transaction; the caller commits."""
         head = self.session.execute(
-            text(
-                "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, last_hash"
-            )
+            text("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, last_hash")
         ).one_or_none()
         if head is None:
             raise RuntimeError("audit_head is missing: run `contactpoint db upgrade`")

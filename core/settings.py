@@ -165,7 +165,8 @@ def _coerce(value: Any, wanted: type, where: str) -> Any:
             return False
         raise ConfigurationError(f"{where}: expected true or false, got {value!r}")
     if wanted is int:
-        if isinstance(value, bool):
+        # int() would truncate a float (0.5 minutes -> 0) without a word.
+        if isinstance(value, bool | float):
             raise ConfigurationError(f"{where}: expected a whole number, got {value!r}")
         try:
             return int(value)

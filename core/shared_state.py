@@ -82,7 +82,9 @@ class DatabaseSharedState:
 
     def count(self, key: str, window_seconds: int) -> int:
         window_key, _ = self._window(key, window_seconds)
-        value = self.session.scalar(select(SharedCounter.value).where(SharedCounter.key == window_key))
+        value = self.session.scalar(
+            select(SharedCounter.value).where(SharedCounter.key == window_key)
+        )
         return int(value or 0)
 
     def retry_after(self, key: str, window_seconds: int) -> int:

@@ -17,7 +17,9 @@ from core.db import Base, UTCDateTime
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
+    return Enum(
+        cls, name=name, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e]
+    )
 
 
 class OrganisationKind(enum.StrEnum):

@@ -242,9 +242,7 @@ class DirectoryService:
         self.session.flush()
         return position
 
-    def set_status(
-        self, person: Person, status: PersonStatus, reason: str, *, tag: str
-    ) -> None:
+    def set_status(self, person: Person, status: PersonStatus, reason: str, *, tag: str) -> None:
         """Change status; leaving `active` ends every session and token at once."""
         previous = person.status
         person.status = status
@@ -262,6 +260,20 @@ class DirectoryService:
 
     def end_all_sessions(self, person: Person) -> None:
         person.security_epoch += 1
+
+    def people_administered_by(self, actor: Principal, today: date) -> list[Person]:
+        """People with a current position in an organisation the actor administers."""
+        stmt = select(Person).join(Position).order_by(Person.family_name, Person.given_name)
+        if not actor.is_platform_admin:
+            admin_of = actor.organisations_with(Role.ORGANISATION_ADMIN)
+            if not admin_of:
+                raise NotAllowed()
+            stmt = stmt.where(
+                Position.organisation_id.in_(admin_of),
+                Position.starts_on <= today,
+                (Position.ends_on.is_(None)) | (Position.ends_on >= today),
+            )
+        return list(self.session.scalars(stmt.distinct()))
 
     def people_needing_sweep(self) -> list[Person]:
         stmt = select(Person).where(Person.status == PersonStatus.ACTIVE).order_by(Person.id)

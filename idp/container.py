@@ -77,7 +77,10 @@ class Unit:
         return self
 
     def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -117,7 +120,9 @@ class Unit:
 
     @cached_property
     def otp(self) -> OtpVerifier:
-        return OtpVerifier(self.session, self.container.cipher, self.clock, self.container.settings.totp)
+        return OtpVerifier(
+            self.session, self.container.cipher, self.clock, self.container.settings.totp
+        )
 
     @cached_property
     def codes(self) -> LetterCodes:
@@ -125,29 +130,53 @@ class Unit:
 
     @cached_property
     def sessions(self) -> SessionService:
-        return SessionService(self.session, self.container.digester, self.clock, self.container.settings.sessions)
+        return SessionService(
+            self.session, self.container.digester, self.clock, self.container.settings.sessions
+        )
 
     @cached_property
     def signin(self) -> SignInService:
         c = self.container
         return SignInService(
-            self.session, c.settings, self.clock, self.audit, self.shared, c.hasher, c.digester,
-            self.otp, self.sessions, self.directory,
+            self.session,
+            c.settings,
+            self.clock,
+            self.audit,
+            self.shared,
+            c.hasher,
+            c.digester,
+            self.otp,
+            self.sessions,
+            self.directory,
         )
 
     @cached_property
     def activation(self) -> ActivationService:
         c = self.container
         return ActivationService(
-            self.session, c.settings, self.clock, self.audit, self.shared, c.hasher, c.digester,
-            self.codes, self.otp, self.directory,
+            self.session,
+            c.settings,
+            self.clock,
+            self.audit,
+            self.shared,
+            c.hasher,
+            c.digester,
+            self.codes,
+            self.otp,
+            self.directory,
         )
 
     @cached_property
     def vetting(self) -> VettingService:
         return VettingService(
-            self.session, self.container.settings, self.clock, self.audit, self.directory,
-            self.activation, self.sessions, self.outbox,
+            self.session,
+            self.container.settings,
+            self.clock,
+            self.audit,
+            self.directory,
+            self.activation,
+            self.sessions,
+            self.outbox,
         )
 
 

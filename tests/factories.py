@@ -13,10 +13,11 @@ from datetime import date, timedelta
 import pyotp
 
 from core.audit import AuditContext
-from directory.models import Organisation, OrganisationKind, Person, PersonStatus, Role
+from directory.models import Organisation, OrganisationKind, Person, PersonStatus, Position, Role
 from directory.service import Principal, principal_for
 from idp.container import Container, Unit
 from tokens.models import PasswordCredential, PinCredential, TokenState
+from tokens.signin import Client, SignedIn
 
 DEFAULT_PASSWORD = "correct horse battery staple 42"
 DEFAULT_PIN = "480271"
@@ -103,7 +104,73 @@ class World:
         u.commit()
         return Member(person, password, pin, secret)
 
+    def newcomer(
+        self,
+        organisation: Organisation,
+        role: Role = Role.PRACTITIONER,
+        *,
+        given_name: str = "Sam",
+        family_name: str | None = None,
+        clearance_days: int = 900,
+        training_days: int = 900,
+    ) -> Person:
+        """A person awaiting activation: cleared and placed, with no credentials yet."""
+        self._count += 1
+        today = self.container.clock.today()
+        u = self.unit
+        person = u.directory.create_person(
+            given_name=given_name,
+            family_name=family_name or f"Newcomer{self._count}",
+            work_email=f"person{self._count}@example.org",
+            work_phone=None,
+            clearance_expires_on=today + timedelta(days=clearance_days),
+            training_expires_on=today + timedelta(days=training_days),
+        )
+        u.directory.add_position(person, organisation, role, today)
+        u.commit()
+        return person
+
+    def add_position(
+        self, member: Member | Person, organisation: Organisation, role: Role
+    ) -> Position:
+        """Another position for someone who already has one (say, a second role)."""
+        person = member.person if isinstance(member, Member) else member
+        today = self.container.clock.today()
+        position = self.unit.directory.add_position(
+            person, organisation, role, today - timedelta(days=30)
+        )
+        self.unit.commit()
+        return position
+
     def principal(self, member: Member | Person, on: date | None = None) -> Principal:
         person = member.person if isinstance(member, Member) else member
         self.unit.session.refresh(person)
-        return principal_for(person, on or self.container.clock.today())
+        principal = principal_for(person, on or self.container.clock.today())
+        # End the read, so this unit holds no snapshot or lock while others write.
+        self.unit.commit()
+        return principal
+
+
+def sign_in(
+    container: Container,
+    member: Member,
+    client: Client,
+    *,
+    password: str | None = None,
+    code: str | None = None,
+    pin: str | None = None,
+    username: str | None = None,
+) -> SignedIn:
+    """All four factors through the real service, each replaceable by a wrong one."""
+    with container.unit() as unit:
+        flow = unit.signin.begin(
+            member.username if username is None else username,
+            member.password if password is None else password,
+            client,
+        )
+        return unit.signin.complete(
+            flow,
+            member.totp(container) if code is None else code,
+            member.pin if pin is None else pin,
+            client,
+        )

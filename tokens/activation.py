@@ -92,14 +92,19 @@ class ActivationService:
             )
         )
         self.audit.record(
-            "activation:code:success", subject_type="person", subject_id=person.id,
-            actor_id=person.id, actor_label=person.username,
+            "activation:code:success",
+            subject_type="person",
+            subject_id=person.id,
+            actor_id=person.id,
+            actor_label=person.username,
         )
         self.session.commit()
         return token
 
     def flow(self, flow_token: str, stage: str) -> tuple[Flow, Person]:
-        flow = self.session.scalar(select(Flow).where(Flow.digest == self.digester.digest(flow_token)))
+        flow = self.session.scalar(
+            select(Flow).where(Flow.digest == self.digester.digest(flow_token))
+        )
         if (
             flow is None
             or flow.kind != ACTIVATION
@@ -109,12 +114,17 @@ class ActivationService:
         ):
             raise FlowExpired()
         person = self.directory.person(flow.person_id)
-        if person.status is not PersonStatus.AWAITING_ACTIVATION or flow.epoch != person.security_epoch:
+        if (
+            person.status is not PersonStatus.AWAITING_ACTIVATION
+            or flow.epoch != person.security_epoch
+        ):
             raise FlowExpired()
         return flow, person
 
     def stage_of(self, flow_token: str) -> str | None:
-        flow = self.session.scalar(select(Flow).where(Flow.digest == self.digester.digest(flow_token)))
+        flow = self.session.scalar(
+            select(Flow).where(Flow.digest == self.digester.digest(flow_token))
+        )
         if flow is None or flow.finished_at is not None or flow.expires_at <= self.clock.now():
             return None
         return flow.stage
@@ -126,26 +136,40 @@ class ActivationService:
         check_password(
             password,
             self.settings.passwords,
-            (person.username, person.given_name, person.family_name, person.work_email.split("@")[0]),
+            (
+                person.username,
+                person.given_name,
+                person.family_name,
+                person.work_email.split("@")[0],
+            ),
         )
         credential = self.session.get(PasswordCredential, person.id)
         if credential is None:
             self.session.add(
-                PasswordCredential(person_id=person.id, hash=self.hasher.hash(password), set_at=self.clock.now())
+                PasswordCredential(
+                    person_id=person.id, hash=self.hasher.hash(password), set_at=self.clock.now()
+                )
             )
         else:
             credential.hash = self.hasher.hash(password)
             credential.set_at = self.clock.now()
         flow.stage = "token"
-        self.audit.record("activation:password:set", subject_type="person", subject_id=person.id,
-                          actor_id=person.id, actor_label=person.username)
+        self.audit.record(
+            "activation:password:set",
+            subject_type="person",
+            subject_id=person.id,
+            actor_id=person.id,
+            actor_label=person.username,
+        )
         self.session.commit()
 
     def pending_token(self, flow_token: str) -> PendingToken:
         """The soft token being set up; created on first ask, same secret after."""
-        flow, person = self.flow(flow_token, "token")
+        _flow, person = self.flow(flow_token, "token")
         token = self.session.scalar(
-            select(OtpToken).where(OtpToken.person_id == person.id, OtpToken.state == TokenState.ASSIGNED)
+            select(OtpToken).where(
+                OtpToken.person_id == person.id, OtpToken.state == TokenState.ASSIGNED
+            )
         )
         if token is None:
             home = person.positions[0].organisation_id if person.positions else None
@@ -153,22 +177,34 @@ class ActivationService:
             self.session.commit()
         else:
             secret = self.otp.secret_of(token)
-        return PendingToken(token.serial, secret, provisioning_uri(secret, person.username, self.settings.totp))
+        return PendingToken(
+            token.serial, secret, provisioning_uri(secret, person.username, self.settings.totp)
+        )
 
     def confirm_token(self, flow_token: str, code: str) -> None:
         flow, person = self.flow(flow_token, "token")
         token = self.session.scalar(
-            select(OtpToken).where(OtpToken.person_id == person.id, OtpToken.state == TokenState.ASSIGNED)
+            select(OtpToken).where(
+                OtpToken.person_id == person.id, OtpToken.state == TokenState.ASSIGNED
+            )
         )
         if token is None or not self.otp.verify(token, code):
-            self.audit.record("activation:token:failure", "failure", subject_type="person", subject_id=person.id)
+            self.audit.record(
+                "activation:token:failure", "failure", subject_type="person", subject_id=person.id
+            )
             self.session.commit()
-            raise InvalidInput(FieldProblem("code", "The code is not right. Enter the code your app shows now"))
+            raise InvalidInput(
+                FieldProblem("code", "The code is not right. Enter the code your app shows now")
+            )
         token.state = TokenState.ACTIVE
         token.activated_at = self.clock.now()
         flow.stage = "pin"
-        self.audit.record("activation:token:confirmed", subject_type="person", subject_id=person.id,
-                          detail={"token": token.serial})
+        self.audit.record(
+            "activation:token:confirmed",
+            subject_type="person",
+            subject_id=person.id,
+            detail={"token": token.serial},
+        )
         self.session.commit()
 
     def set_pin(self, flow_token: str, pin: str, confirmation: str) -> Person:
@@ -178,7 +214,11 @@ class ActivationService:
         check_pin(pin)
         existing = self.session.get(PinCredential, person.id)
         if existing is None:
-            self.session.add(PinCredential(person_id=person.id, hash=self.hasher.hash(pin), set_at=self.clock.now()))
+            self.session.add(
+                PinCredential(
+                    person_id=person.id, hash=self.hasher.hash(pin), set_at=self.clock.now()
+                )
+            )
         else:
             existing.hash = self.hasher.hash(pin)
         now = self.clock.now()
@@ -187,7 +227,13 @@ class ActivationService:
         person.status_reason = "activated"
         person.status_changed_at = now
         blockers = access_blockers(person, now.date(), ignore_status=True)
-        self.audit.record("activation:completed", subject_type="person", subject_id=person.id,
-                          actor_id=person.id, actor_label=person.username, detail={"blockers": blockers})
+        self.audit.record(
+            "activation:completed",
+            subject_type="person",
+            subject_id=person.id,
+            actor_id=person.id,
+            actor_label=person.username,
+            detail={"blockers": blockers},
+        )
         self.session.commit()
         return person

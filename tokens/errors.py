@@ -24,7 +24,9 @@ class TooManyAttempts(DomainError):
     title = "Too many attempts from your network. Wait and try again."
 
     def __init__(self, retry_after: int) -> None:
-        super().__init__(f"Too many attempts from your network. Try again in {retry_after} seconds.")
+        super().__init__(
+            f"Too many attempts from your network. Try again in {retry_after} seconds."
+        )
         self.retry_after = retry_after
 
 

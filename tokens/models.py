@@ -15,7 +15,9 @@ from core.db import Base, UTCDateTime
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
+    return Enum(
+        cls, name=name, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e]
+    )
 
 
 class PasswordCredential(Base):
@@ -77,7 +79,7 @@ class OtpToken(Base):
 class CodePurpose(enum.StrEnum):
     ACTIVATION = "activation"
     PIN_RESET = "pin_reset"
-    PASSWORD_RESET = "password_reset"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 - a purpose, not a secret
 
 
 class LetterCode(Base):

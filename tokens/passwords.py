@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import unicodedata
 from functools import lru_cache
+from itertools import pairwise
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -76,7 +77,7 @@ def _is_repetitive(password: str) -> bool:
 
 def _is_sequence(password: str) -> bool:
     codes = [ord(c) for c in password.lower()]
-    steps = {b - a for a, b in zip(codes, codes[1:], strict=False)}
+    steps = {b - a for a, b in pairwise(codes)}
     return steps in ({1}, {-1})
 
 
@@ -98,7 +99,9 @@ def password_problems(
         return ["Your password is too common: it appears in lists of passwords that criminals try"]
     for word in (*CONTEXT_WORDS, *(p.lower() for p in personal if p and len(p) >= 3)):
         if word and word in lowered and len(lowered) - len(word) < 8:
-            return ["Your password must not be built from your name, username or this service's name"]
+            return [
+                "Your password must not be built from your name, username or this service's name"
+            ]
     return []
 
 

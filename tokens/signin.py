@@ -98,7 +98,9 @@ class SignInService:
             self.session.commit()
             raise TooManyAttempts(self.shared.retry_after(key, window))
 
-    def _fail(self, client: Client, person: Person | None, stage: str, why: str, *, count: bool) -> SignInFailed:
+    def _fail(
+        self, client: Client, person: Person | None, stage: str, why: str, *, count: bool
+    ) -> SignInFailed:
         """Count and audit a failure; return the one error every failure raises."""
         self.shared.hit(self._address_key(client), self.settings.signin.address_window_seconds)
         detail: dict[str, object] = {"reason": why}
@@ -122,7 +124,10 @@ class SignInService:
         guard.consecutive_failures += 1
         guard.last_failure_at = now
         rules = self.settings.signin
-        if guard.consecutive_failures >= rules.permanent_lockout_after and not guard.locked_permanently:
+        if (
+            guard.consecutive_failures >= rules.permanent_lockout_after
+            and not guard.locked_permanently
+        ):
             guard.locked_permanently = True
             self.audit.record(
                 "signin:lockout:permanent",
@@ -162,7 +167,9 @@ class SignInService:
             raise self._fail(client, person, "password", "; ".join(blockers), count=False)
         if self.hasher.needs_rehash(credential.hash):
             credential.hash = self.hasher.hash(password)
-            self.audit.record("credential:password:rehashed", subject_type="person", subject_id=person.id)
+            self.audit.record(
+                "credential:password:rehashed", subject_type="person", subject_id=person.id
+            )
         token = new_token()
         self.session.add(
             Flow(
@@ -215,14 +222,18 @@ class SignInService:
         now = self.clock.now()
         guard = guard_for(self.session, person.id)
         if flow.epoch != person.security_epoch:
-            raise self._fail(client, person, "second_factor", "access ended during sign-in", count=False)
+            raise self._fail(
+                client, person, "second_factor", "access ended during sign-in", count=False
+            )
         if is_locked(guard, now):
             raise self._fail(client, person, "second_factor", "account locked", count=True)
         if not pin_ok:
             raise self._fail(client, person, "second_factor", "wrong PIN", count=True)
         used = self._verify_code(person, code)
         if used is None:
-            raise self._fail(client, person, "second_factor", "wrong or reused token code", count=True)
+            raise self._fail(
+                client, person, "second_factor", "wrong or reused token code", count=True
+            )
         blockers = access_blockers(person, now.date())
         if blockers:
             raise self._fail(client, person, "second_factor", "; ".join(blockers), count=False)
@@ -273,6 +284,20 @@ class SignInService:
         guard.locked_until = None
         guard.locked_permanently = False
         self.audit.record("signin:unlocked", subject_type="person", subject_id=person.id)
+
+    def lock_states(self, person_ids: list[int]) -> dict[int, str]:
+        """How each person's sign-in stands, in words an administrator reads."""
+        now = self.clock.now()
+        guards = self.session.scalars(
+            select(SignInGuard).where(SignInGuard.person_id.in_(person_ids))
+        )
+        states: dict[int, str] = {}
+        for guard in guards:
+            if guard.locked_permanently:
+                states[guard.person_id] = "Locked until unlocked"
+            elif guard.locked_until is not None and guard.locked_until > now:
+                states[guard.person_id] = f"Locked until {guard.locked_until:%H:%M} UTC"
+        return states
 
     def sign_out(self, session_token: str) -> None:
         record = self.sessions.end_by_token(session_token, "signed out")

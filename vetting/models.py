@@ -18,7 +18,9 @@ from directory.models import Organisation, Role
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
-    return Enum(cls, name=name, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e])
+    return Enum(
+        cls, name=name, native_enum=False, length=40, values_callable=lambda e: [m.value for m in e]
+    )
 
 
 class ApplicationState(enum.StrEnum):
@@ -67,14 +69,18 @@ class Application(Base):
     __tablename__ = "vetting_application"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), index=True, nullable=False)
+    organisation_id: Mapped[int] = mapped_column(
+        ForeignKey("organisation.id"), index=True, nullable=False
+    )
     sponsor_id: Mapped[int] = mapped_column(ForeignKey("person.id"), nullable=False)
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     given_name: Mapped[str] = mapped_column(String(100), nullable=False)
     family_name: Mapped[str] = mapped_column(String(100), nullable=False)
     work_email: Mapped[str] = mapped_column(String(254), nullable=False)
     work_phone: Mapped[str | None] = mapped_column(String(40))
-    state: Mapped[ApplicationState] = mapped_column(_enum(ApplicationState, "application_state"), index=True)
+    state: Mapped[ApplicationState] = mapped_column(
+        _enum(ApplicationState, "application_state"), index=True
+    )
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     # Set when the applicant is enrolled (or, for a move, from the start).
     person_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
@@ -86,7 +92,9 @@ class Application(Base):
     organisation: Mapped[Organisation] = relationship(lazy="joined")
     identity_check: Mapped[IdentityCheck | None] = relationship(lazy="selectin", uselist=False)
     certificate: Mapped[CriminalRecordCheck | None] = relationship(
-        lazy="selectin", uselist=False, primaryjoin="Application.id == CriminalRecordCheck.application_id"
+        lazy="selectin",
+        uselist=False,
+        primaryjoin="Application.id == CriminalRecordCheck.application_id",
     )
     training: Mapped[TrainingRecord | None] = relationship(lazy="selectin", uselist=False)
     agreement: Mapped[AgreementRecord | None] = relationship(lazy="selectin", uselist=False)
@@ -121,12 +129,16 @@ class CriminalRecordCheck(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     # One per application; renewals for an enrolled person carry no application.
-    application_id: Mapped[int | None] = mapped_column(ForeignKey("vetting_application.id"), unique=True)
+    application_id: Mapped[int | None] = mapped_column(
+        ForeignKey("vetting_application.id"), unique=True
+    )
     person_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"), index=True)
     certificate_number: Mapped[str] = mapped_column(String(12), nullable=False)
     level: Mapped[str] = mapped_column(String(60), nullable=False)
     issued_on: Mapped[date] = mapped_column(Date, nullable=False)
-    outcome: Mapped[CertificateOutcome] = mapped_column(_enum(CertificateOutcome, "certificate_outcome"))
+    outcome: Mapped[CertificateOutcome] = mapped_column(
+        _enum(CertificateOutcome, "certificate_outcome")
+    )
     recorded_by_id: Mapped[int] = mapped_column(ForeignKey("person.id"), nullable=False)
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 

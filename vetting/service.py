@@ -81,7 +81,9 @@ class VettingService:
         authority = organisation.registration_authority_id or organisation.id
         if not actor.has_role(Role.VETTING_OFFICER, authority):
             self.audit.record(
-                "vetting:refused", "refused", organisation_id=organisation.id,
+                "vetting:refused",
+                "refused",
+                organisation_id=organisation.id,
                 detail={"reason": "not a vetting officer of the registration authority"},
             )
             raise NotAllowed()
@@ -99,17 +101,37 @@ class VettingService:
             raise AlreadyDecided()
         return app
 
+    def may_see(self, actor: Principal, app: Application) -> bool:
+        authority = app.organisation.registration_authority_id or app.organisation_id
+        return actor.has_role(Role.ORGANISATION_ADMIN, app.organisation_id) or actor.has_role(
+            Role.VETTING_OFFICER, authority
+        )
+
+    def application_for(self, actor: Principal, application_id: int) -> Application:
+        """An application as its sponsors and officers see it; to anyone else it
+        does not exist, so its number reveals nothing."""
+        app = self.session.get(Application, application_id)
+        if app is None or not self.may_see(actor, app):
+            raise UnknownApplication()
+        return app
+
+    def is_officer_for(self, actor: Principal, app: Application) -> bool:
+        return self._is_officer_for_org(actor, app.organisation)
+
     def visible_applications(self, actor: Principal) -> list[Application]:
         """Sponsors see their organisation's; officers those of organisations they vet."""
         sponsor_orgs = actor.organisations_with(Role.ORGANISATION_ADMIN)
         officer_orgs = actor.organisations_with(Role.VETTING_OFFICER)
-        stmt = select(Application).join(Application.organisation).order_by(Application.id.desc())
-        return [
-            a
-            for a in self.session.scalars(stmt)
-            if a.organisation_id in sponsor_orgs
-            or (a.organisation.registration_authority_id or a.organisation_id) in officer_orgs
-        ]
+        stmt = (
+            select(Application)
+            .join(Application.organisation)
+            .where(
+                Application.organisation_id.in_(sponsor_orgs)
+                | Organisation.registration_authority_id.in_(officer_orgs)
+            )
+            .order_by(Application.id.desc())
+        )
+        return list(self.session.scalars(stmt))
 
     # -- sponsor -------------------------------------------------------------
 
@@ -127,7 +149,9 @@ class VettingService:
         organisation = self.directory.organisation(organisation_id)
         if not actor.has_role(Role.ORGANISATION_ADMIN, organisation.id):
             self.audit.record(
-                "vetting:application:refused", "refused", organisation_id=organisation.id,
+                "vetting:application:refused",
+                "refused",
+                organisation_id=organisation.id,
                 detail={"reason": "sponsor is not an admin of the organisation"},
             )
             self.session.commit()
@@ -140,9 +164,13 @@ class VettingService:
         try:
             work_email = validate_email(work_email, check_deliverability=False).normalized
         except EmailNotValidError:
-            problems.append(FieldProblem("work_email", "Enter a work email address in the correct format"))
+            problems.append(
+                FieldProblem("work_email", "Enter a work email address in the correct format")
+            )
         if role is Role.PLATFORM_ADMIN and not actor.is_platform_admin:
-            problems.append(FieldProblem("role", "Only a platform admin can sponsor a platform admin"))
+            problems.append(
+                FieldProblem("role", "Only a platform admin can sponsor a platform admin")
+            )
         if problems:
             raise InvalidInput(problems)
         app = Application(
@@ -159,38 +187,57 @@ class VettingService:
         self.session.add(app)
         self.session.flush()
         self.audit.record(
-            "vetting:application:submitted", subject_type="application", subject_id=app.id,
-            organisation_id=organisation.id, detail={"role": role.value},
+            "vetting:application:submitted",
+            subject_type="application",
+            subject_id=app.id,
+            organisation_id=organisation.id,
+            detail={"role": role.value},
         )
         return app
 
     # -- checks ---------------------------------------------------------------
 
     def record_identity_check(
-        self, actor: Principal, application_id: int, *, confidence: Confidence,
-        method: IdentityMethod, checked_on: date, evidence_reference: str,
+        self,
+        actor: Principal,
+        application_id: int,
+        *,
+        confidence: Confidence,
+        method: IdentityMethod,
+        checked_on: date,
+        evidence_reference: str,
     ) -> IdentityCheck:
         app = self._open(actor, application_id)
         problems = []
         if checked_on > self.clock.today():
-            problems.append(FieldProblem("checked_on", "The date of the check must be today or in the past"))
+            problems.append(
+                FieldProblem("checked_on", "The date of the check must be today or in the past")
+            )
         if not evidence_reference.strip():
-            problems.append(FieldProblem("evidence_reference", "Enter the reference of the evidence seen"))
+            problems.append(
+                FieldProblem("evidence_reference", "Enter the reference of the evidence seen")
+            )
         if problems:
             raise InvalidInput(problems)
         if app.identity_check is not None:
             self.session.delete(app.identity_check)
             self.session.flush()
         check = IdentityCheck(
-            application_id=app.id, confidence=confidence, method=method, checked_on=checked_on,
-            evidence_reference=evidence_reference.strip(), recorded_by_id=actor.person_id,
+            application_id=app.id,
+            confidence=confidence,
+            method=method,
+            checked_on=checked_on,
+            evidence_reference=evidence_reference.strip(),
+            recorded_by_id=actor.person_id,
             recorded_at=self.clock.now(),
         )
         self.session.add(check)
         self.session.flush()
         self.session.refresh(app)
         self.audit.record(
-            "vetting:identity_check:recorded", subject_type="application", subject_id=app.id,
+            "vetting:identity_check:recorded",
+            subject_type="application",
+            subject_id=app.id,
             organisation_id=app.organisation_id,
             detail={"confidence": confidence.value, "method": method.value},
         )
@@ -199,16 +246,27 @@ class VettingService:
     def _certificate_problems(self, number: str, issued_on: date) -> list[FieldProblem]:
         problems = []
         if not CERTIFICATE_NUMBER.match(number):
-            problems.append(FieldProblem("certificate_number", "The certificate number must be 12 digits"))
+            problems.append(
+                FieldProblem("certificate_number", "The certificate number must be 12 digits")
+            )
         if issued_on > self.clock.today():
-            problems.append(FieldProblem("issued_on", "The issue date must be today or in the past"))
+            problems.append(
+                FieldProblem("issued_on", "The issue date must be today or in the past")
+            )
         elif add_years(issued_on, self.settings.vetting.clearance_years) < self.clock.today():
-            problems.append(FieldProblem("issued_on", "This certificate is too old to give clearance"))
+            problems.append(
+                FieldProblem("issued_on", "This certificate is too old to give clearance")
+            )
         return problems
 
     def record_certificate(
-        self, actor: Principal, application_id: int, *, certificate_number: str,
-        issued_on: date, outcome: CertificateOutcome,
+        self,
+        actor: Principal,
+        application_id: int,
+        *,
+        certificate_number: str,
+        issued_on: date,
+        outcome: CertificateOutcome,
     ) -> CriminalRecordCheck:
         app = self._open(actor, application_id)
         number = certificate_number.replace(" ", "")
@@ -219,14 +277,21 @@ class VettingService:
             self.session.delete(app.certificate)
             self.session.flush()
         check = CriminalRecordCheck(
-            application_id=app.id, certificate_number=number, level=CHECK_LEVEL, issued_on=issued_on,
-            outcome=outcome, recorded_by_id=actor.person_id, recorded_at=self.clock.now(),
+            application_id=app.id,
+            certificate_number=number,
+            level=CHECK_LEVEL,
+            issued_on=issued_on,
+            outcome=outcome,
+            recorded_by_id=actor.person_id,
+            recorded_at=self.clock.now(),
         )
         self.session.add(check)
         self.session.flush()
         self.session.refresh(app)
         self.audit.record(
-            "vetting:certificate:recorded", subject_type="application", subject_id=app.id,
+            "vetting:certificate:recorded",
+            subject_type="application",
+            subject_id=app.id,
             organisation_id=app.organisation_id,
             detail={"issued_on": issued_on.isoformat(), "outcome": outcome.value},
         )
@@ -235,18 +300,28 @@ class VettingService:
     def record_training(self, actor: Principal, application_id: int, *, completed_on: date) -> None:
         app = self._open(actor, application_id)
         if completed_on > self.clock.today():
-            raise InvalidInput(FieldProblem("completed_on", "The date must be today or in the past"))
+            raise InvalidInput(
+                FieldProblem("completed_on", "The date must be today or in the past")
+            )
         if app.training is not None:
             self.session.delete(app.training)
             self.session.flush()
-        self.session.add(TrainingRecord(
-            application_id=app.id, completed_on=completed_on, recorded_by_id=actor.person_id,
-            recorded_at=self.clock.now(),
-        ))
+        self.session.add(
+            TrainingRecord(
+                application_id=app.id,
+                completed_on=completed_on,
+                recorded_by_id=actor.person_id,
+                recorded_at=self.clock.now(),
+            )
+        )
         self.session.flush()
         self.session.refresh(app)
-        self.audit.record("vetting:training:recorded", subject_type="application", subject_id=app.id,
-                          organisation_id=app.organisation_id)
+        self.audit.record(
+            "vetting:training:recorded",
+            subject_type="application",
+            subject_id=app.id,
+            organisation_id=app.organisation_id,
+        )
 
     def record_agreement(self, actor: Principal, application_id: int, *, signed_on: date) -> None:
         app = self._open(actor, application_id)
@@ -255,14 +330,22 @@ class VettingService:
         if app.agreement is not None:
             self.session.delete(app.agreement)
             self.session.flush()
-        self.session.add(AgreementRecord(
-            application_id=app.id, signed_on=signed_on, recorded_by_id=actor.person_id,
-            recorded_at=self.clock.now(),
-        ))
+        self.session.add(
+            AgreementRecord(
+                application_id=app.id,
+                signed_on=signed_on,
+                recorded_by_id=actor.person_id,
+                recorded_at=self.clock.now(),
+            )
+        )
         self.session.flush()
         self.session.refresh(app)
-        self.audit.record("vetting:agreement:recorded", subject_type="application", subject_id=app.id,
-                          organisation_id=app.organisation_id)
+        self.audit.record(
+            "vetting:agreement:recorded",
+            subject_type="application",
+            subject_id=app.id,
+            organisation_id=app.organisation_id,
+        )
 
     # -- decision and enrolment -------------------------------------------------
 
@@ -272,8 +355,12 @@ class VettingService:
         app = self._open(actor, application_id)
         if actor.person_id == app.sponsor_id or actor.person_id in app.recorders():
             self.audit.record(
-                "vetting:decision:refused", "refused", subject_type="application", subject_id=app.id,
-                organisation_id=app.organisation_id, detail={"reason": "four eyes"},
+                "vetting:decision:refused",
+                "refused",
+                subject_type="application",
+                subject_id=app.id,
+                organisation_id=app.organisation_id,
+                detail={"reason": "four eyes"},
             )
             self.session.commit()
             raise NotAllowed(
@@ -287,24 +374,39 @@ class VettingService:
             app.state = ApplicationState.REFUSED
             app.decision, app.decision_reason = decision, reason.strip()
             app.decided_by_id, app.decided_at = actor.person_id, now
-            self.audit.record("vetting:decision:refused_clearance", subject_type="application",
-                              subject_id=app.id, organisation_id=app.organisation_id,
-                              detail={"reason": reason.strip()})
+            self.audit.record(
+                "vetting:decision:refused_clearance",
+                subject_type="application",
+                subject_id=app.id,
+                organisation_id=app.organisation_id,
+                detail={"reason": reason.strip()},
+            )
             return None
         clearance_until, training_until = self._clearable(app)
         app.state = ApplicationState.CLEARED
         app.decision, app.decision_reason = decision, reason.strip()
         app.decided_by_id, app.decided_at = actor.person_id, now
-        self.audit.record("vetting:decision:cleared", subject_type="application", subject_id=app.id,
-                          organisation_id=app.organisation_id,
-                          detail={"clearance_until": clearance_until.isoformat()})
+        self.audit.record(
+            "vetting:decision:cleared",
+            subject_type="application",
+            subject_id=app.id,
+            organisation_id=app.organisation_id,
+            detail={"clearance_until": clearance_until.isoformat()},
+        )
         return self._enrol(app, clearance_until, training_until)
 
     def _clearable(self, app: Application) -> tuple[date, date]:
         if not (app.identity_check and app.certificate and app.training and app.agreement):
-            missing = [name for name, rec in (
-                ("identity check", app.identity_check), ("criminal-record check", app.certificate),
-                ("training", app.training), ("user agreement", app.agreement)) if rec is None]
+            missing = [
+                name
+                for name, rec in (
+                    ("identity check", app.identity_check),
+                    ("criminal-record check", app.certificate),
+                    ("training", app.training),
+                    ("user agreement", app.agreement),
+                )
+                if rec is None
+            ]
             raise ChecksIncomplete(f"Still to record: {', '.join(missing)}")
         minimum = Confidence(self.settings.vetting.minimum_identity_confidence)
         if app.identity_check.confidence.rank < minimum.rank:
@@ -313,16 +415,23 @@ class VettingService:
             raise CannotClear("A person on the children's barred list cannot be cleared")
         if app.organisation.accreditation.value != "accredited":
             raise CannotClear("The organisation is not accredited")
-        clearance_until = add_years(app.certificate.issued_on, self.settings.vetting.clearance_years)
-        training_until = add_years(app.training.completed_on, self.settings.vetting.training_valid_years)
+        clearance_until = add_years(
+            app.certificate.issued_on, self.settings.vetting.clearance_years
+        )
+        training_until = add_years(
+            app.training.completed_on, self.settings.vetting.training_valid_years
+        )
         if clearance_until < self.clock.today() or training_until < self.clock.today():
             raise CannotClear("The certificate or the training has already lapsed")
         return clearance_until, training_until
 
     def _enrol(self, app: Application, clearance_until: date, training_until: date) -> Enrolment:
         person = self.directory.create_person(
-            given_name=app.given_name, family_name=app.family_name, work_email=app.work_email,
-            work_phone=app.work_phone, clearance_expires_on=clearance_until,
+            given_name=app.given_name,
+            family_name=app.family_name,
+            work_email=app.work_email,
+            work_phone=app.work_phone,
+            clearance_expires_on=clearance_until,
             training_expires_on=training_until,
         )
         self.directory.add_position(person, app.organisation, app.role, self.clock.today())
@@ -348,7 +457,9 @@ class VettingService:
             ),
         )
         self.audit.record(
-            "vetting:enrolled", subject_type="person", subject_id=person.id,
+            "vetting:enrolled",
+            subject_type="person",
+            subject_id=person.id,
             organisation_id=app.organisation_id,
             detail={"application": app.id, "username": person.username, "letter": letter.id},
         )
@@ -357,7 +468,12 @@ class VettingService:
     # -- renewal and lapse ------------------------------------------------------
 
     def renew_certificate(
-        self, actor: Principal, person_id: int, *, certificate_number: str, issued_on: date,
+        self,
+        actor: Principal,
+        person_id: int,
+        *,
+        certificate_number: str,
+        issued_on: date,
         outcome: CertificateOutcome,
     ) -> Person:
         """A new certificate extends clearance, and lifts a suspension for lapse
@@ -369,28 +485,46 @@ class VettingService:
         problems = self._certificate_problems(number, issued_on)
         if problems:
             raise InvalidInput(problems)
-        self.session.add(CriminalRecordCheck(
-            person_id=person.id, certificate_number=number, level=CHECK_LEVEL, issued_on=issued_on,
-            outcome=outcome, recorded_by_id=actor.person_id, recorded_at=self.clock.now(),
-        ))
+        self.session.add(
+            CriminalRecordCheck(
+                person_id=person.id,
+                certificate_number=number,
+                level=CHECK_LEVEL,
+                issued_on=issued_on,
+                outcome=outcome,
+                recorded_by_id=actor.person_id,
+                recorded_at=self.clock.now(),
+            )
+        )
         if outcome is CertificateOutcome.BARRED:
-            self.directory.set_status(person, PersonStatus.SUSPENDED, "barred from working with children",
-                                      tag="vetting:suspended")
+            self.directory.set_status(
+                person,
+                PersonStatus.SUSPENDED,
+                "barred from working with children",
+                tag="vetting:suspended",
+            )
             return person
         person.clearance_expires_on = add_years(issued_on, self.settings.vetting.clearance_years)
-        self.audit.record("vetting:clearance:renewed", subject_type="person", subject_id=person.id,
-                          detail={"clearance_until": person.clearance_expires_on.isoformat()})
+        self.audit.record(
+            "vetting:clearance:renewed",
+            subject_type="person",
+            subject_id=person.id,
+            detail={"clearance_until": person.clearance_expires_on.isoformat()},
+        )
         if (
             person.status is PersonStatus.SUSPENDED
             and person.status_reason.startswith(LAPSE_PREFIX)
             and not access_blockers(person, self.clock.today(), ignore_status=True)
         ):
-            self.directory.set_status(person, PersonStatus.ACTIVE, "clearance renewed",
-                                      tag="vetting:reinstated")
+            self.directory.set_status(
+                person, PersonStatus.ACTIVE, "clearance renewed", tag="vetting:reinstated"
+            )
         return person
 
     def _is_officer_for_org(self, actor: Principal, organisation: Organisation) -> bool:
-        return actor.has_role(Role.VETTING_OFFICER, organisation.registration_authority_id or organisation.id)
+        return actor.has_role(
+            Role.VETTING_OFFICER, organisation.registration_authority_id or organisation.id
+        )
 
     def sweep(self) -> SweepReport:
         """Suspend everyone active whose clearance, training, position or
@@ -403,9 +537,13 @@ class VettingService:
             if not blockers:
                 continue
             reason = LAPSE_PREFIX + ", ".join(blockers)
-            self.directory.set_status(person, PersonStatus.SUSPENDED, reason, tag="vetting:sweep:suspended")
+            self.directory.set_status(
+                person, PersonStatus.SUSPENDED, reason, tag="vetting:sweep:suspended"
+            )
             self.sessions.end_all_for(person, "suspended by sweep")
             report.suspended.append((person.username, reason))
-        self.audit.record("vetting:sweep:completed",
-                          detail={"checked": report.checked, "suspended": len(report.suspended)})
+        self.audit.record(
+            "vetting:sweep:completed",
+            detail={"checked": report.checked, "suspended": len(report.suspended)},
+        )
         return report

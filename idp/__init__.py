@@ -1,0 +1,1 @@
+"""The Flask application, its pages, the CLI, and the wiring of every service."""

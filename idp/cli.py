@@ -1,0 +1,266 @@
+"""The `contactpoint` command: operations for people who run the service.
+
+Commands act with the operator's authority (they have the server), are
+audited as `cli:<user>`, and print errors as one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from core.audit import AuditContext, verify_chain
+from core.errors import ConfigurationError, DomainError
+from core.settings import load_settings
+from directory.models import Role
+from directory.service import Grant, Principal
+from idp import database
+from idp.container import Container, Unit
+
+console = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def operator() -> Principal:
+    """The CLI acts as the platform, on behalf of whoever runs it on the server."""
+    return Principal(
+        person_id=0, username=f"cli:{getpass.getuser()}", grants=(Grant(0, Role.PLATFORM_ADMIN),)
+    )
+
+
+def cli_errors(func: F) -> F:
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (DomainError, ConfigurationError) as error:
+            raise click.ClickException(str(error)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _container() -> Container:
+    return Container(load_settings())
+
+
+def _unit(container: Container) -> Unit:
+    return container.unit(
+        AuditContext(actor_label=f"cli:{getpass.getuser()}", client_address="cli")
+    )
+
+
+@click.group()
+def main() -> None:
+    """ContactPoint identity service."""
+
+
+@main.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@cli_errors
+def db_upgrade() -> None:
+    """Bring the schema up to date (safe to run again)."""
+    container = _container()
+    database.upgrade(container.engine)
+    click.echo(f"database at revision {database.current_revision(container.engine)}")
+
+
+@db.command("current")
+@cli_errors
+def db_current() -> None:
+    container = _container()
+    current = database.current_revision(container.engine)
+    click.echo(f"current {current}; head {database.head_revision()}")
+    if not database.is_current(container.engine):
+        sys.exit(1)
+
+
+@main.group()
+def demo() -> None:
+    """Demo data."""
+
+
+@demo.command("load")
+@cli_errors
+def demo_load() -> None:
+    """Create the demo organisations and people, or reuse them; print their credentials."""
+    from idp.demo import load_demo
+
+    container = _container()
+    with _unit(container) as unit:
+        credentials = load_demo(unit)
+    click.echo("Demo people (demo data only: never use these anywhere real)")
+    header = (
+        f"{'username':<20} {'role':<22} {'organisation':<18} {'password':<28} {'PIN':<7} "
+        "TOTP secret"
+    )
+    click.echo(header)
+    click.echo("-" * len(header + " " * 32))
+    for c in credentials:
+        p = c.person
+        click.echo(
+            f"{p.username:<20} {p.role.value:<22} {p.organisation:<18} {p.password:<28} "
+            f"{p.pin:<7} {c.totp_secret}"
+        )
+    click.echo(
+        "\nAdd a TOTP secret to an authenticator app, or print a current code with "
+        "`contactpoint demo code USERNAME`.\nAn application for Sam Newstarter waits for a "
+        "decision by vera.officer."
+    )
+
+
+@demo.command("code")
+@click.argument("username")
+@cli_errors
+def demo_code(username: str) -> None:
+    """Print a demo person's current token code (demo people only)."""
+    import pyotp
+
+    from idp.demo import DEMO_PEOPLE, load_demo
+
+    if username not in {p.username for p in DEMO_PEOPLE}:
+        raise click.ClickException(f"{username} is not a demo person")
+    container = _container()
+    with _unit(container) as unit:
+        for c in load_demo(unit):
+            if c.person.username == username:
+                click.echo(pyotp.TOTP(c.totp_secret).now())
+
+
+@main.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+def run(host: str, port: int) -> None:
+    """Serve with Flask's development server (one process; for trying it out)."""
+    from idp.app import create_app
+
+    app = create_app(container=_container())
+    app.run(host=host, port=port, debug=False, use_reloader=False)
+
+
+@main.command("serve")
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--workers", default=0, help="Worker processes; 0 means one per core.")
+def serve(bind: str, workers: int) -> None:
+    """Serve with gunicorn, one worker per core by default."""
+    count = workers or os.cpu_count() or 1
+    args = [
+        "gunicorn",
+        "--bind",
+        bind,
+        "--workers",
+        str(count),
+        "--worker-class",
+        "sync",
+        "--no-control-socket",
+        "--access-logfile",
+        "-",
+        "idp.wsgi:app",
+    ]
+    os.execvp(args[0], args)  # noqa: S606 - replaces this process with gunicorn
+
+
+@main.group()
+def outbox() -> None:
+    """Letters waiting to be posted."""
+
+
+@outbox.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include letters already printed.")
+@cli_errors
+def outbox_list(show_all: bool) -> None:
+    container = _container()
+    with _unit(container) as unit:
+        letters = unit.outbox.all() if show_all else unit.outbox.waiting()
+        table = Table(title="Outbox")
+        for column in ("id", "kind", "recipient", "created", "printed"):
+            table.add_column(column)
+        for letter in letters:
+            table.add_row(
+                str(letter.id),
+                letter.kind,
+                letter.recipient_name,
+                f"{letter.created_at:%Y-%m-%d %H:%M}",
+                f"{letter.printed_at:%Y-%m-%d %H:%M}" if letter.printed_at else "",
+            )
+        console.print(table)
+
+
+@outbox.command("print")
+@click.argument("letter_id", type=int)
+@cli_errors
+def outbox_print(letter_id: int) -> None:
+    """Print a letter once; its body is destroyed afterwards."""
+    container = _container()
+    with _unit(container) as unit:
+        body = unit.outbox.print_letter(letter_id)
+        unit.audit.record("outbox:letter:printed", subject_type="letter", subject_id=letter_id)
+        unit.commit()
+    click.echo(body)
+
+
+@main.group()
+def vetting() -> None:
+    """Clearance and lapse."""
+
+
+@vetting.command("sweep")
+@cli_errors
+def vetting_sweep() -> None:
+    """Suspend everyone whose clearance, training, position or organisation lapsed."""
+    container = _container()
+    with _unit(container) as unit:
+        report = unit.vetting.sweep()
+        unit.commit()
+    for username, reason in report.suspended:
+        click.echo(f"suspended {username}: {reason}")
+    click.echo(f"checked {report.checked} active people; suspended {len(report.suspended)}")
+
+
+@main.group()
+def accounts() -> None:
+    """Accounts."""
+
+
+@accounts.command("unlock")
+@click.argument("username")
+@cli_errors
+def accounts_unlock(username: str) -> None:
+    container = _container()
+    with _unit(container) as unit:
+        person = unit.directory.person_by_username(username)
+        if person is None:
+            raise click.ClickException(f"no person with username {username!r}")
+        unit.signin.unlock(operator(), person)
+        unit.commit()
+    click.echo(f"unlocked {username}")
+
+
+@main.group()
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("verify")
+@cli_errors
+def audit_verify() -> None:
+    """Check the hash chain; name the first entry that does not fit."""
+    container = _container()
+    with _unit(container) as unit:
+        report = verify_chain(unit.session)
+    if report.ok:
+        click.echo(f"audit chain intact: {report.checked} entries")
+        return
+    click.echo(f"audit chain broken at entry {report.first_bad_seq}: {report.problem}", err=True)
+    sys.exit(1)

@@ -1,0 +1,84 @@
+"""Sign-in in two steps, and sign-out.
+
+Any failure, at either step, ends the journey on the first page with one
+message and one status, whether or not the username exists.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask_login import login_user, logout_user
+from werkzeug.wrappers import Response
+
+from idp import web
+from idp.signin.forms import PasswordStepForm, TokenStepForm
+from tokens.errors import FlowExpired, SignInFailed
+
+blueprint = Blueprint("signin", __name__)
+
+FLOW_KEY = "signin_flow"
+NEXT_KEY = "signin_next"
+
+
+def _failed(message: str) -> tuple[str, int]:
+    session.pop(FLOW_KEY, None)
+    form = PasswordStepForm(formdata=None)
+    return render_template("signin/password.html", form=form, title="Sign in", failure=message), 401
+
+
+@blueprint.route("/sign-in", methods=["GET", "POST"])
+def start() -> Response | str | tuple[str, int]:
+    form = PasswordStepForm()
+    if request.method == "GET" and request.args.get("next"):
+        session[NEXT_KEY] = web.safe_next(request.args.get("next"))
+    if form.validate_on_submit():
+        try:
+            flow = web.unit().signin.begin(
+                form.username.data or "", form.password.data or "", web.client()
+            )
+        except SignInFailed as failure:
+            return _failed(failure.message)
+        session[FLOW_KEY] = flow
+        return redirect(url_for("signin.second_step"))
+    return render_template("signin/password.html", form=form, title="Sign in", failure=None)
+
+
+@blueprint.route("/sign-in/token", methods=["GET", "POST"])
+def second_step() -> Response | str | tuple[str, int]:
+    flow = session.get(FLOW_KEY)
+    if not flow or web.unit().signin.pending_flow(flow) is None:
+        session.pop(FLOW_KEY, None)
+        return redirect(url_for("signin.start"))
+    form = TokenStepForm()
+    if form.validate_on_submit():
+        try:
+            signed = web.unit().signin.complete(
+                flow, form.code.data or "", form.pin.data or "", web.client()
+            )
+        except (SignInFailed, FlowExpired) as failure:
+            return _failed(
+                SignInFailed().message if isinstance(failure, SignInFailed) else failure.message
+            )
+        target = web.safe_next(session.get(NEXT_KEY))
+        session.clear()  # a fresh session at sign-in: nothing from before carries over
+        user = web.load_user(signed.token)
+        if user is None:
+            return _failed(SignInFailed().message)
+        login_user(user)
+        return redirect(target)
+    return render_template("signin/token.html", form=form, title="Enter your token code and PIN")
+
+
+@blueprint.post("/sign-out")
+def sign_out() -> Response:
+    signed_in = web.current_user_or_none()
+    if signed_in is not None:
+        web.unit().signin.sign_out(signed_in.token)
+    logout_user()
+    session.clear()
+    return redirect(url_for("signin.signed_out"))
+
+
+@blueprint.get("/signed-out")
+def signed_out() -> str:
+    return render_template("signin/signed_out.html", title="You have signed out")

@@ -1,0 +1,96 @@
+"""Request-scoped helpers shared by the blueprints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, cast
+from urllib.parse import urlsplit
+
+from flask import abort, current_app, g, request
+from flask_login import UserMixin, current_user
+from flask_login import login_required as _login_required
+
+from directory.models import Person
+from directory.service import Principal, principal_for
+from idp.container import Container, Unit
+from tokens.models import AuthSession
+from tokens.signin import Client
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def login_required(view: Callable[P, R]) -> Callable[P, R]:
+    """Flask-Login's decorator, typed: anonymous visitors go to sign-in."""
+    return cast(Callable[P, R], _login_required(view))
+
+
+@dataclass
+class SignedInUser(UserMixin):  # type: ignore[misc]
+    """What Flask-Login knows of the person: the session token is the id, so a
+    session ended on the server ends here on the next request."""
+
+    token: str
+    person: Person
+    record: AuthSession
+    principal: Principal
+
+    def get_id(self) -> str:
+        return self.token
+
+
+def container() -> Container:
+    built: Container = current_app.extensions["contactpoint"]
+    return built
+
+
+def unit() -> Unit:
+    work: Unit = g.unit
+    return work
+
+
+def client() -> Client:
+    return Client(request.remote_addr or "unknown", request.headers.get("User-Agent"))
+
+
+def user() -> SignedInUser:
+    signed_in = current_user._get_current_object()
+    if not isinstance(signed_in, SignedInUser):
+        abort(401)
+    return signed_in
+
+
+def current_user_or_none() -> SignedInUser | None:
+    signed_in = current_user._get_current_object()
+    return signed_in if isinstance(signed_in, SignedInUser) else None
+
+
+def principal() -> Principal:
+    return user().principal
+
+
+def safe_next(target: str | None, default: str = "/") -> str:
+    """Only same-site paths: an open redirect would turn sign-in into a phishing aid."""
+    if not target:
+        return default
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return default
+    return target
+
+
+def load_user(token: str) -> SignedInUser | None:
+    live = unit().sessions.resume(token)
+    if live is None:
+        return None
+    today = container().clock.today()
+    return SignedInUser(token, live.person, live.record, principal_for(live.person, today))
+
+
+def template_context() -> dict[str, Any]:
+    signed_in = current_user._get_current_object()
+    return {
+        "service_name": container().settings.service.name,
+        "signed_in": signed_in if isinstance(signed_in, SignedInUser) else None,
+    }
