@@ -13,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import DataCipher
 from core.db import Base, UTCDateTime
@@ -37,6 +38,7 @@ class Outbox:
     session: Session
     cipher: DataCipher
     clock: Clock
+    audit: Auditor
 
     def post(
         self,
@@ -57,6 +59,13 @@ class Outbox:
         self.session.add(letter)
         self.session.flush()
         letter.body_ciphertext = self.cipher.encrypt_text(body, f"letter:{letter.id}")
+        self.audit.record(
+            "outbox:letter:queued",
+            subject_type="letter",
+            subject_id=letter.id,
+            organisation_id=organisation_id,
+            detail={"kind": kind, "person": person_id},
+        )
         return letter
 
     def waiting(self) -> list[Letter]:
@@ -76,4 +85,11 @@ class Outbox:
         body = self.cipher.decrypt_text(letter.body_ciphertext, f"letter:{letter.id}")
         letter.body_ciphertext = None
         letter.printed_at = self.clock.now()
+        self.audit.record(
+            "outbox:letter:printed",
+            subject_type="letter",
+            subject_id=letter.id,
+            organisation_id=letter.organisation_id,
+            detail={"kind": letter.kind},
+        )
         return body

@@ -25,6 +25,7 @@ class ServiceSettings:
     name: str
     base_url: str
     instance_dir: str
+    trusted_proxies: int
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from govuk_frontend_wtf.main import WTFormsHelpers
 from jinja2 import ChoiceLoader, PackageLoader, PrefixLoader
 from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.audit import AuditContext
 from core.errors import Conflict, DomainError, InvalidInput, NotAllowed, ServiceUnavailable
@@ -48,7 +49,12 @@ def status_for(error: DomainError) -> int:
 def create_app(settings: Settings | None = None, container: Container | None = None) -> Flask:
     settings = settings or (container.settings if container else load_settings())
     built = container or Container(settings)
-    app = Flask(__name__)
+    # No default /static route: idp/static is served at /assets-local, and every
+    # public path is one the anonymous-access test lists on purpose.
+    app = Flask(__name__, static_folder=None)
+    if settings.service.trusted_proxies > 0:
+        hops = settings.service.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.extensions["contactpoint"] = built
     app.config.update(
         SECRET_KEY=built.secrets.session_key,
@@ -73,7 +79,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
-    CSRFProtect(app)
     WTFormsHelpers(app)
 
     login = LoginManager(app)
@@ -83,6 +88,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     login.user_loader(web.load_user)
 
     _register_request_hooks(app, built)
+    # After the hooks: the unit must be open before a CSRF refusal renders its page,
+    # which loads the signed-in person (before_request hooks run in this order).
+    CSRFProtect(app)
     _register_errors(app)
     _register_assets(app)
 

@@ -10,6 +10,7 @@ import getpass
 import os
 import sys
 from collections.abc import Callable
+from datetime import date
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -20,10 +21,12 @@ from rich.table import Table
 from core.audit import AuditContext, verify_chain
 from core.errors import ConfigurationError, DomainError
 from core.settings import load_settings
-from directory.models import Role
+from directory.models import OrganisationKind, Role
 from directory.service import Grant, Principal
 from idp import database
 from idp.container import Container, Unit
+from vetting.models import CertificateOutcome, Confidence, IdentityMethod
+from vetting.service import FoundingEvidence
 
 console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
@@ -155,8 +158,11 @@ def run(host: str, port: int) -> None:
 def serve(bind: str, workers: int) -> None:
     """Serve with gunicorn, one worker per core by default."""
     count = workers or os.cpu_count() or 1
+    # The gunicorn beside this Python, so `.venv/bin/contactpoint serve` works
+    # without an activated venv (PATH need not hold the venv's bin folder).
+    beside = os.path.join(os.path.dirname(sys.executable), "gunicorn")
     args = [
-        "gunicorn",
+        beside if os.path.exists(beside) else "gunicorn",
         "--bind",
         bind,
         "--workers",
@@ -205,7 +211,6 @@ def outbox_print(letter_id: int) -> None:
     container = _container()
     with _unit(container) as unit:
         body = unit.outbox.print_letter(letter_id)
-        unit.audit.record("outbox:letter:printed", subject_type="letter", subject_id=letter_id)
         unit.commit()
     click.echo(body)
 
@@ -226,6 +231,131 @@ def vetting_sweep() -> None:
     for username, reason in report.suspended:
         click.echo(f"suspended {username}: {reason}")
     click.echo(f"checked {report.checked} active people; suspended {len(report.suspended)}")
+
+
+def _date(value: str, name: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a date like 2026-03-31", param_hint=name
+        ) from None
+
+
+@vetting.command("enrol-founding")
+@click.option("--org", "org_code", required=True, help="Organisation code.")
+@click.option("--role", type=click.Choice([r.value for r in Role]), required=True)
+@click.option("--given-name", required=True)
+@click.option("--family-name", required=True)
+@click.option("--email", required=True)
+@click.option("--phone", default=None)
+@click.option(
+    "--identity-confidence",
+    type=click.Choice([c.value for c in Confidence]),
+    required=True,
+    help="GPG45 confidence reached.",
+)
+@click.option(
+    "--identity-method",
+    type=click.Choice([m.value for m in IdentityMethod]),
+    default=IdentityMethod.FACE_TO_FACE.value,
+    show_default=True,
+)
+@click.option("--identity-checked", required=True, help="Date of the identity check.")
+@click.option("--evidence-reference", required=True)
+@click.option("--certificate-number", required=True, help="DBS certificate number, 12 digits.")
+@click.option("--certificate-issued", required=True)
+@click.option(
+    "--certificate-outcome", type=click.Choice([o.value for o in CertificateOutcome]), required=True
+)
+@click.option("--training-completed", required=True)
+@click.option("--agreement-signed", required=True)
+@cli_errors
+def vetting_enrol_founding(**options: str) -> None:
+    """Enrol one of a new deployment's first people, with every check recorded.
+
+    For the platform admins, vetting officers and organisation admins that
+    must exist before anyone can be sponsored or vetted. The same clearance
+    rules apply, the operator is audited, and the activation letter goes to
+    the outbox as for anyone else.
+    """
+    evidence = FoundingEvidence(
+        confidence=Confidence(options["identity_confidence"]),
+        method=IdentityMethod(options["identity_method"]),
+        identity_checked_on=_date(options["identity_checked"], "--identity-checked"),
+        evidence_reference=options["evidence_reference"],
+        certificate_number=options["certificate_number"],
+        certificate_issued_on=_date(options["certificate_issued"], "--certificate-issued"),
+        certificate_outcome=CertificateOutcome(options["certificate_outcome"]),
+        training_completed_on=_date(options["training_completed"], "--training-completed"),
+        agreement_signed_on=_date(options["agreement_signed"], "--agreement-signed"),
+    )
+    container = _container()
+    with _unit(container) as unit:
+        org = unit.directory.organisation_by_code(options["org_code"])
+        enrolled = unit.vetting.enrol_founding(
+            f"cli:{getpass.getuser()}",
+            organisation_id=org.id,
+            role=Role(options["role"]),
+            given_name=options["given_name"],
+            family_name=options["family_name"],
+            work_email=options["email"],
+            work_phone=options["phone"],
+            evidence=evidence,
+        )
+        unit.commit()
+        click.echo(
+            f"enrolled {enrolled.person.username}; activation letter {enrolled.letter_id} "
+            "is in the outbox"
+        )
+
+
+@main.group()
+def orgs() -> None:
+    """Organisations."""
+
+
+@orgs.command("add")
+@click.argument("code")
+@click.argument("name")
+@click.option("--kind", type=click.Choice([k.value for k in OrganisationKind]), required=True)
+@click.option("--accredited/--pending", default=False, show_default=True)
+@click.option(
+    "--registration-authority",
+    default=None,
+    help="Code of the organisation whose vetting officers vet this one's staff.",
+)
+@cli_errors
+def orgs_add(
+    code: str, name: str, kind: str, accredited: bool, registration_authority: str | None
+) -> None:
+    container = _container()
+    with _unit(container) as unit:
+        authority = (
+            unit.directory.organisation_by_code(registration_authority)
+            if registration_authority
+            else None
+        )
+        org = unit.directory.create_organisation(
+            code=code,
+            name=name,
+            kind=OrganisationKind(kind),
+            accredited=accredited,
+            registration_authority=authority,
+        )
+        unit.commit()
+        click.echo(f"added {org.code} ({org.accreditation.value})")
+
+
+@orgs.command("list")
+@cli_errors
+def orgs_list() -> None:
+    container = _container()
+    with _unit(container) as unit:
+        for org in unit.directory.organisations():
+            click.echo(
+                f"{org.code:<24} {org.kind.value:<18} {org.accreditation.value:<11} {org.name}"
+            )
 
 
 @main.group()

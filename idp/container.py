@@ -112,7 +112,7 @@ class Unit:
 
     @cached_property
     def outbox(self) -> Outbox:
-        return Outbox(self.session, self.container.cipher, self.clock)
+        return Outbox(self.session, self.container.cipher, self.clock, self.audit)
 
     @cached_property
     def directory(self) -> DirectoryService:

@@ -1,26 +1,34 @@
 """Demo data: three organisations and someone in every role, so a newcomer can
 try each journey at once. Loading twice reuses what exists.
 
-The people are seeded directly (someone must exist before anyone can sponsor
-or vet); everyone after them comes through vetting like anyone else.
+Nobody here skips vetting. The first platform admin, vetting officers and
+organisation admins are enrolled as a new deployment's operator would enrol
+them (`VettingService.enrol_founding`, with every check recorded); everyone
+else is sponsored, checked by one officer and cleared by the other. Each person
+then activates with the code from their letter, like anyone else.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pyotp
 from sqlalchemy import select
 
 from directory.errors import UnknownOrganisation
-from directory.models import OrganisationKind, PersonStatus, Role
+from directory.models import Organisation, OrganisationKind, Person, Role
 from directory.service import principal_for
 from idp.container import Unit
-from tokens.models import OtpToken, PasswordCredential, PinCredential, TokenState
-from vetting.models import CertificateOutcome, Confidence, IdentityMethod
+from tokens.models import OtpToken, TokenState
+from vetting.models import Application, CertificateOutcome, Confidence, Decision, IdentityMethod
+from vetting.service import Enrolment, FoundingEvidence
 
 COUNCIL = "NORTHSHIRE-CC"
+POLICE = "NORTHSHIRE-POLICE"
+CHARITY = "SAFE-HARBOUR"
+OPERATOR = "demo-loader"
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,8 @@ class DemoPerson:
     role: Role
     password: str
     pin: str
+    # Founding people are enrolled by the operator; the rest are sponsored by this person.
+    sponsor: str | None = None
 
 
 DEMO_PEOPLE = [
@@ -43,15 +53,6 @@ DEMO_PEOPLE = [
         Role.PLATFORM_ADMIN,
         "quiet harbour lantern 81",
         "402913",
-    ),
-    DemoPerson(
-        "olivia.admin",
-        "Olivia",
-        "Admin",
-        COUNCIL,
-        Role.ORGANISATION_ADMIN,
-        "orange kettle meadow 27",
-        "513824",
     ),
     DemoPerson(
         "victor.officer",
@@ -72,6 +73,24 @@ DEMO_PEOPLE = [
         "735246",
     ),
     DemoPerson(
+        "olivia.admin",
+        "Olivia",
+        "Admin",
+        COUNCIL,
+        Role.ORGANISATION_ADMIN,
+        "orange kettle meadow 27",
+        "513824",
+    ),
+    DemoPerson(
+        "carla.charity",
+        "Carla",
+        "Charity",
+        CHARITY,
+        Role.ORGANISATION_ADMIN,
+        "coral bicycle orchard 46",
+        "279681",
+    ),
+    DemoPerson(
         "lara.team",
         "Lara",
         "Team",
@@ -79,6 +98,7 @@ DEMO_PEOPLE = [
         Role.LOCAL_AUTHORITY_TEAM,
         "linen window thistle 52",
         "846357",
+        sponsor="olivia.admin",
     ),
     DemoPerson(
         "priya.practitioner",
@@ -88,41 +108,37 @@ DEMO_PEOPLE = [
         Role.PRACTITIONER,
         "pepper garden beacon 18",
         "957468",
+        sponsor="olivia.admin",
     ),
     DemoPerson(
         "paul.constable",
         "Paul",
         "Constable",
-        "NORTHSHIRE-POLICE",
+        POLICE,
         Role.PRACTITIONER,
         "copper station bramble 73",
         "168579",
-    ),
-    DemoPerson(
-        "carla.charity",
-        "Carla",
-        "Charity",
-        "SAFE-HARBOUR",
-        Role.ORGANISATION_ADMIN,
-        "coral bicycle orchard 46",
-        "279681",
+        sponsor="pat.platform",
     ),
     DemoPerson(
         "chris.charity",
         "Chris",
         "Charity",
-        "SAFE-HARBOUR",
+        CHARITY,
         Role.PRACTITIONER,
         "cinder puzzle willow 95",
         "381792",
+        sponsor="carla.charity",
     ),
 ]
 
 ORGANISATIONS = [
     (COUNCIL, "Northshire County Council", OrganisationKind.LOCAL_AUTHORITY),
-    ("NORTHSHIRE-POLICE", "Northshire Police", OrganisationKind.POLICE_FORCE),
-    ("SAFE-HARBOUR", "Safe Harbour Children's Charity", OrganisationKind.NATIONAL_CHARITY),
+    (POLICE, "Northshire Police", OrganisationKind.POLICE_FORCE),
+    (CHARITY, "Safe Harbour Children's Charity", OrganisationKind.NATIONAL_CHARITY),
 ]
+
+CODE_LINE = re.compile(r"Activation code: (\S+)")
 
 
 @dataclass(frozen=True)
@@ -134,78 +150,156 @@ class DemoCredentials:
         return pyotp.TOTP(self.totp_secret).now()
 
 
-def load_demo(unit: Unit) -> list[DemoCredentials]:
-    directory = unit.directory
-    today = unit.clock.today()
-    orgs = {}
-    council = None
+def _organisations(unit: Unit) -> dict[str, Organisation]:
+    orgs: dict[str, Organisation] = {}
+    council: Organisation | None = None
     for code, name, kind in ORGANISATIONS:
         try:
-            org = directory.organisation_by_code(code)
+            org = unit.directory.organisation_by_code(code)
         except UnknownOrganisation:
-            org = directory.create_organisation(
+            # The council is the registration authority for all three.
+            org = unit.directory.create_organisation(
                 code=code, name=name, kind=kind, accredited=True, registration_authority=council
             )
         orgs[code] = org
         if code == COUNCIL:
             council = org
-    credentials = []
-    for demo in DEMO_PEOPLE:
-        person = directory.person_by_username(demo.username)
-        if person is None:
-            person = directory.create_person(
-                username=demo.username,
+    return orgs
+
+
+def _evidence(unit: Unit, serial: int) -> FoundingEvidence:
+    today = unit.clock.today()
+    return FoundingEvidence(
+        confidence=Confidence.MEDIUM,
+        method=IdentityMethod.FACE_TO_FACE,
+        identity_checked_on=today - timedelta(days=10),
+        evidence_reference=f"DEMO-ID-{serial:04d}",
+        certificate_number=f"{900000000000 + serial:012d}",
+        certificate_issued_on=today - timedelta(days=30),
+        certificate_outcome=CertificateOutcome.NOTHING_RECORDED,
+        training_completed_on=today - timedelta(days=7),
+        agreement_signed_on=today - timedelta(days=7),
+    )
+
+
+def _vet(unit: Unit, demo: DemoPerson, org: Organisation, serial: int) -> Enrolment:
+    """Sponsor, record the checks as Victor, clear as Vera: the four-eyes path."""
+    today = unit.clock.today()
+    sponsor = unit.directory.person_by_username(demo.sponsor or "")
+    victor = unit.directory.person_by_username("victor.officer")
+    vera = unit.directory.person_by_username("vera.officer")
+    assert sponsor and victor and vera, "the founding people come first"
+    evidence = _evidence(unit, serial)
+    v = unit.vetting
+    app = v.sponsor(
+        principal_for(sponsor, today),
+        organisation_id=org.id,
+        given_name=demo.given_name,
+        family_name=demo.family_name,
+        work_email=_email(demo),
+        work_phone=None,
+        role=demo.role,
+    )
+    recorder = principal_for(victor, today)
+    v.record_identity_check(
+        recorder,
+        app.id,
+        confidence=evidence.confidence,
+        method=evidence.method,
+        checked_on=evidence.identity_checked_on,
+        evidence_reference=evidence.evidence_reference,
+    )
+    v.record_certificate(
+        recorder,
+        app.id,
+        certificate_number=evidence.certificate_number,
+        issued_on=evidence.certificate_issued_on,
+        outcome=evidence.certificate_outcome,
+    )
+    v.record_training(recorder, app.id, completed_on=evidence.training_completed_on)
+    v.record_agreement(recorder, app.id, signed_on=evidence.agreement_signed_on)
+    enrolled = v.decide(
+        principal_for(vera, today),
+        app.id,
+        decision=Decision.CLEARED,
+        reason="All checks satisfactory (demo data)",
+    )
+    assert enrolled is not None
+    return enrolled
+
+
+def _email(demo: DemoPerson) -> str:
+    return f"{demo.username}@{demo.organisation.lower()}.example.org"
+
+
+def _activate(unit: Unit, demo: DemoPerson, enrolled: Enrolment) -> None:
+    """Activate with the letter's code, as the person would at /activate."""
+    letter = unit.outbox.print_letter(enrolled.letter_id)
+    match = CODE_LINE.search(letter)
+    assert match, "an activation letter carries its code"
+    unit.commit()
+    activation = unit.activation
+    flow = activation.start(enrolled.person.username, match.group(1), "demo-loader")
+    activation.set_password(flow, demo.password, demo.password)
+    pending = activation.pending_token(flow)
+    # The previous step's code (inside the one-step drift window), so that the
+    # current code is still unused when the newcomer first signs in.
+    period = unit.container.settings.totp.period_seconds
+    earlier = int(unit.clock.now().timestamp()) - period
+    activation.confirm_token(flow, pyotp.TOTP(pending.secret, interval=period).at(earlier))
+    activation.set_pin(flow, demo.pin, demo.pin)
+
+
+def load_demo(unit: Unit) -> list[DemoCredentials]:
+    orgs = _organisations(unit)
+    unit.commit()
+    for serial, demo in enumerate(DEMO_PEOPLE, start=1):
+        if unit.directory.person_by_username(demo.username) is not None:
+            continue
+        org = orgs[demo.organisation]
+        if demo.sponsor is None:
+            enrolled = unit.vetting.enrol_founding(
+                OPERATOR,
+                organisation_id=org.id,
+                role=demo.role,
                 given_name=demo.given_name,
                 family_name=demo.family_name,
-                work_email=f"{demo.username}@{demo.organisation.lower()}.example.org",
+                work_email=_email(demo),
                 work_phone=None,
-                clearance_expires_on=today + timedelta(days=3 * 365 - 30),
-                training_expires_on=today + timedelta(days=3 * 365 - 30),
+                evidence=_evidence(unit, serial),
             )
-            directory.add_position(
-                person, orgs[demo.organisation], demo.role, today - timedelta(days=60)
-            )
-            person.status = PersonStatus.ACTIVE
-            person.status_reason = "demo data"
-            hasher = unit.container.hasher
-            now = unit.clock.now()
-            unit.session.add(
-                PasswordCredential(person_id=person.id, hash=hasher.hash(demo.password), set_at=now)
-            )
-            unit.session.add(
-                PinCredential(person_id=person.id, hash=hasher.hash(demo.pin), set_at=now)
-            )
-            token, _secret = unit.otp.new_soft_token(person.id, orgs[demo.organisation].id)
-            token.state = TokenState.ACTIVE
-            token.activated_at = now
-            unit.audit.record("demo:person:seeded", subject_type="person", subject_id=person.id)
-        token_row = unit.session.scalar(
-            select(OtpToken).where(
-                OtpToken.person_id == person.id, OtpToken.state == TokenState.ACTIVE
-            )
+        else:
+            enrolled = _vet(unit, demo, org, serial)
+        unit.commit()
+        _activate(unit, demo, enrolled)
+    _pending_application(unit)
+    unit.commit()
+    return [DemoCredentials(demo, _secret_of(unit, demo.username)) for demo in DEMO_PEOPLE]
+
+
+def _secret_of(unit: Unit, username: str) -> str:
+    person: Person | None = unit.directory.person_by_username(username)
+    token = unit.session.scalar(
+        select(OtpToken).where(
+            OtpToken.person_id == (person.id if person else -1), OtpToken.state == TokenState.ACTIVE
         )
-        secret = unit.otp.secret_of(token_row) if token_row else ""
-        credentials.append(DemoCredentials(demo, secret))
-    unit.commit()
-    _pending_application(unit, today)
-    unit.commit()
-    return credentials
+    )
+    return unit.otp.secret_of(token) if token else ""
 
 
-def _pending_application(unit: Unit, today: date) -> None:
-    """One application with every check recorded, waiting for a second officer."""
-    from vetting.models import Application
-
+def _pending_application(unit: Unit) -> None:
+    """One application with every check recorded by Victor, waiting for Vera."""
     if unit.session.scalar(select(Application).where(Application.family_name == "Newstarter")):
         return
+    today = unit.clock.today()
     sponsor = unit.directory.person_by_username("olivia.admin")
     officer = unit.directory.person_by_username("victor.officer")
     assert sponsor is not None and officer is not None
     council = unit.directory.organisation_by_code(COUNCIL)
-    sponsor_p, officer_p = principal_for(sponsor, today), principal_for(officer, today)
-    vetting = unit.vetting
-    app = vetting.sponsor(
-        sponsor_p,
+    evidence = _evidence(unit, 99)
+    v = unit.vetting
+    app = v.sponsor(
+        principal_for(sponsor, today),
         organisation_id=council.id,
         given_name="Sam",
         family_name="Newstarter",
@@ -213,20 +307,21 @@ def _pending_application(unit: Unit, today: date) -> None:
         work_phone="01234 567890",
         role=Role.PRACTITIONER,
     )
-    vetting.record_identity_check(
-        officer_p,
+    recorder = principal_for(officer, today)
+    v.record_identity_check(
+        recorder,
         app.id,
-        confidence=Confidence.MEDIUM,
-        method=IdentityMethod.FACE_TO_FACE,
-        checked_on=today - timedelta(days=3),
-        evidence_reference="NCC-ID-2026-0042",
+        confidence=evidence.confidence,
+        method=evidence.method,
+        checked_on=evidence.identity_checked_on,
+        evidence_reference=evidence.evidence_reference,
     )
-    vetting.record_certificate(
-        officer_p,
+    v.record_certificate(
+        recorder,
         app.id,
-        certificate_number="001234567890",
-        issued_on=today - timedelta(days=20),
-        outcome=CertificateOutcome.NOTHING_RECORDED,
+        certificate_number=evidence.certificate_number,
+        issued_on=evidence.certificate_issued_on,
+        outcome=evidence.certificate_outcome,
     )
-    vetting.record_training(officer_p, app.id, completed_on=today - timedelta(days=2))
-    vetting.record_agreement(officer_p, app.id, signed_on=today - timedelta(days=2))
+    v.record_training(recorder, app.id, completed_on=evidence.training_completed_on)
+    v.record_agreement(recorder, app.id, signed_on=evidence.agreement_signed_on)

@@ -53,7 +53,9 @@ class OtpVerifier:
     def matching_step(self, token: OtpToken, code: str, window: int | None = None) -> int | None:
         """The time step (TOTP) or counter (HOTP) this code belongs to, if any."""
         code = _clean(code)
-        if len(code) != token.digits or not code.isdigit():
+        # isdigit() alone lets through non-ASCII digits, which compare_digest refuses
+        # with a TypeError instead of a plain "no match".
+        if len(code) != token.digits or not (code.isascii() and code.isdigit()):
             return None
         secret = self.secret_of(token)
         if token.algorithm is OtpAlgorithm.TOTP:

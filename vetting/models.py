@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import Date, Enum, ForeignKey, Integer, String
+from sqlalchemy import Boolean, Date, Enum, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, UTCDateTime
@@ -72,7 +72,9 @@ class Application(Base):
     organisation_id: Mapped[int] = mapped_column(
         ForeignKey("organisation.id"), index=True, nullable=False
     )
-    sponsor_id: Mapped[int] = mapped_column(ForeignKey("person.id"), nullable=False)
+    # None only for a founding enrolment made by an operator on the server.
+    sponsor_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    founding: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     given_name: Mapped[str] = mapped_column(String(100), nullable=False)
     family_name: Mapped[str] = mapped_column(String(100), nullable=False)
@@ -107,7 +109,7 @@ class Application(Base):
         return {
             r.recorded_by_id
             for r in (self.identity_check, self.certificate, self.training, self.agreement)
-            if r is not None
+            if r is not None and r.recorded_by_id is not None
         }
 
 
@@ -120,7 +122,7 @@ class IdentityCheck(Base):
     method: Mapped[IdentityMethod] = mapped_column(_enum(IdentityMethod, "identity_method"))
     checked_on: Mapped[date] = mapped_column(Date, nullable=False)
     evidence_reference: Mapped[str] = mapped_column(String(100), nullable=False)
-    recorded_by_id: Mapped[int] = mapped_column(ForeignKey("person.id"), nullable=False)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
@@ -139,7 +141,7 @@ class CriminalRecordCheck(Base):
     outcome: Mapped[CertificateOutcome] = mapped_column(
         _enum(CertificateOutcome, "certificate_outcome")
     )
-    recorded_by_id: Mapped[int] = mapped_column(ForeignKey("person.id"), nullable=False)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
@@ -149,7 +151,7 @@ class TrainingRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     application_id: Mapped[int] = mapped_column(ForeignKey("vetting_application.id"), unique=True)
     completed_on: Mapped[date] = mapped_column(Date, nullable=False)
-    recorded_by_id: Mapped[int] = mapped_column(ForeignKey("person.id"), nullable=False)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
 
@@ -159,5 +161,5 @@ class AgreementRecord(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     application_id: Mapped[int] = mapped_column(ForeignKey("vetting_application.id"), unique=True)
     signed_on: Mapped[date] = mapped_column(Date, nullable=False)
-    recorded_by_id: Mapped[int] = mapped_column(ForeignKey("person.id"), nullable=False)
+    recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)

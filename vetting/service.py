@@ -53,6 +53,38 @@ def add_years(day: date, years: int) -> date:
 
 
 @dataclass(frozen=True)
+class FoundingEvidence:
+    """Everything an officer would record, given at once by an operator."""
+
+    confidence: Confidence
+    method: IdentityMethod
+    identity_checked_on: date
+    evidence_reference: str
+    certificate_number: str
+    certificate_issued_on: date
+    certificate_outcome: CertificateOutcome
+    training_completed_on: date
+    agreement_signed_on: date
+
+
+def _applicant_problems(
+    given_name: str, family_name: str, work_email: str
+) -> tuple[list[FieldProblem], str]:
+    problems: list[FieldProblem] = []
+    if not given_name.strip():
+        problems.append(FieldProblem("given_name", "Enter the applicant's first name"))
+    if not family_name.strip():
+        problems.append(FieldProblem("family_name", "Enter the applicant's last name"))
+    try:
+        work_email = validate_email(work_email, check_deliverability=False).normalized
+    except EmailNotValidError:
+        problems.append(
+            FieldProblem("work_email", "Enter a work email address in the correct format")
+        )
+    return problems, work_email
+
+
+@dataclass(frozen=True)
 class Enrolment:
     person: Person
     letter_id: int
@@ -103,8 +135,10 @@ class VettingService:
 
     def may_see(self, actor: Principal, app: Application) -> bool:
         authority = app.organisation.registration_authority_id or app.organisation_id
-        return actor.has_role(Role.ORGANISATION_ADMIN, app.organisation_id) or actor.has_role(
-            Role.VETTING_OFFICER, authority
+        return (
+            actor.is_platform_admin
+            or actor.has_role(Role.ORGANISATION_ADMIN, app.organisation_id)
+            or actor.has_role(Role.VETTING_OFFICER, authority)
         )
 
     def application_for(self, actor: Principal, application_id: int) -> Application:
@@ -119,18 +153,16 @@ class VettingService:
         return self._is_officer_for_org(actor, app.organisation)
 
     def visible_applications(self, actor: Principal) -> list[Application]:
-        """Sponsors see their organisation's; officers those of organisations they vet."""
+        """Sponsors see their organisation's; officers those of organisations they
+        vet; platform admins all."""
         sponsor_orgs = actor.organisations_with(Role.ORGANISATION_ADMIN)
         officer_orgs = actor.organisations_with(Role.VETTING_OFFICER)
-        stmt = (
-            select(Application)
-            .join(Application.organisation)
-            .where(
+        stmt = select(Application).join(Application.organisation).order_by(Application.id.desc())
+        if not actor.is_platform_admin:
+            stmt = stmt.where(
                 Application.organisation_id.in_(sponsor_orgs)
                 | Organisation.registration_authority_id.in_(officer_orgs)
             )
-            .order_by(Application.id.desc())
-        )
         return list(self.session.scalars(stmt))
 
     # -- sponsor -------------------------------------------------------------
@@ -147,7 +179,8 @@ class VettingService:
         role: Role,
     ) -> Application:
         organisation = self.directory.organisation(organisation_id)
-        if not actor.has_role(Role.ORGANISATION_ADMIN, organisation.id):
+        may_sponsor = actor.has_role(Role.ORGANISATION_ADMIN, organisation.id)
+        if not (may_sponsor or actor.is_platform_admin):
             self.audit.record(
                 "vetting:application:refused",
                 "refused",
@@ -156,17 +189,7 @@ class VettingService:
             )
             self.session.commit()
             raise NotAllowed("You can only sponsor applications for your own organisation")
-        problems: list[FieldProblem] = []
-        if not given_name.strip():
-            problems.append(FieldProblem("given_name", "Enter the applicant's first name"))
-        if not family_name.strip():
-            problems.append(FieldProblem("family_name", "Enter the applicant's last name"))
-        try:
-            work_email = validate_email(work_email, check_deliverability=False).normalized
-        except EmailNotValidError:
-            problems.append(
-                FieldProblem("work_email", "Enter a work email address in the correct format")
-            )
+        problems, work_email = _applicant_problems(given_name, family_name, work_email)
         if role is Role.PLATFORM_ADMIN and not actor.is_platform_admin:
             problems.append(
                 FieldProblem("role", "Only a platform admin can sponsor a platform admin")
@@ -176,6 +199,7 @@ class VettingService:
         app = Application(
             organisation_id=organisation.id,
             sponsor_id=actor.person_id,
+            founding=False,
             role=role,
             given_name=given_name.strip(),
             family_name=family_name.strip(),
@@ -194,6 +218,83 @@ class VettingService:
             detail={"role": role.value},
         )
         return app
+
+    def enrol_founding(
+        self,
+        operator_label: str,
+        *,
+        organisation_id: int,
+        role: Role,
+        given_name: str,
+        family_name: str,
+        work_email: str,
+        work_phone: str | None,
+        evidence: FoundingEvidence,
+    ) -> Enrolment:
+        """Enrol someone before anyone exists to sponsor or vet them.
+
+        A new deployment needs its first platform admin, vetting officers and
+        organisation admins. An operator on the server (who could reach the
+        database anyway) records the same evidence an officer would, and the
+        same clearance rules apply: no check, no account, even here.
+        """
+        organisation = self.directory.organisation(organisation_id)
+        problems, work_email = _applicant_problems(given_name, family_name, work_email)
+        problems += self._certificate_problems(
+            evidence.certificate_number.replace(" ", ""), evidence.certificate_issued_on
+        )
+        today = self.clock.today()
+        for name, day in (
+            ("identity_checked_on", evidence.identity_checked_on),
+            ("training_completed_on", evidence.training_completed_on),
+            ("agreement_signed_on", evidence.agreement_signed_on),
+        ):
+            if day > today:
+                problems.append(FieldProblem(name, "The date must be today or in the past"))
+        if not evidence.evidence_reference.strip():
+            problems.append(FieldProblem("evidence_reference", "Enter the evidence reference"))
+        if problems:
+            raise InvalidInput(problems)
+        now = self.clock.now()
+        app = Application(
+            organisation_id=organisation.id, sponsor_id=None, founding=True, role=role,
+            given_name=given_name.strip(), family_name=family_name.strip(), work_email=work_email,
+            work_phone=(work_phone or "").strip() or None, state=ApplicationState.SUBMITTED,
+            submitted_at=now,
+        )
+        self.session.add(app)
+        self.session.flush()
+        self.session.add_all([
+            IdentityCheck(
+                application_id=app.id, confidence=evidence.confidence, method=evidence.method,
+                checked_on=evidence.identity_checked_on,
+                evidence_reference=evidence.evidence_reference.strip(), recorded_at=now,
+            ),
+            CriminalRecordCheck(
+                application_id=app.id,
+                certificate_number=evidence.certificate_number.replace(" ", ""),
+                level=CHECK_LEVEL, issued_on=evidence.certificate_issued_on,
+                outcome=evidence.certificate_outcome, recorded_at=now,
+            ),
+            TrainingRecord(application_id=app.id, completed_on=evidence.training_completed_on,
+                           recorded_at=now),
+            AgreementRecord(application_id=app.id, signed_on=evidence.agreement_signed_on,
+                            recorded_at=now),
+        ])
+        self.session.flush()
+        self.session.refresh(app)
+        clearance_until, training_until = self._clearable(app)
+        app.state = ApplicationState.CLEARED
+        app.decision = Decision.CLEARED
+        app.decision_reason = f"founding enrolment by {operator_label}"
+        app.decided_at = now
+        self.audit.record(
+            "vetting:founding:cleared", subject_type="application", subject_id=app.id,
+            organisation_id=organisation.id,
+            detail={"operator": operator_label, "role": role.value,
+                    "clearance_until": clearance_until.isoformat()},
+        )
+        return self._enrol(app, clearance_until, training_until)
 
     # -- checks ---------------------------------------------------------------
 
@@ -466,6 +567,18 @@ class VettingService:
         return Enrolment(person, letter.id)
 
     # -- renewal and lapse ------------------------------------------------------
+
+    def person_to_renew(self, actor: Principal, username: str) -> Person:
+        """A person this officer may record a certificate for; to anyone else,
+        nobody of that name exists."""
+        person = self.directory.person_by_username(username)
+        if person is None or not any(
+            self._is_officer_for_org(actor, p.organisation) for p in person.positions
+        ):
+            raise InvalidInput(
+                FieldProblem("username", "There is nobody with that username whom you vet")
+            )
+        return person
 
     def renew_certificate(
         self,

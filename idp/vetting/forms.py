@@ -104,6 +104,25 @@ class AgreementForm(FlaskForm):  # type: ignore[misc]
     submit = SubmitField("Record agreement", widget=GovSubmitInput())
 
 
+class RenewalForm(FlaskForm):  # type: ignore[misc]
+    username = StringField(
+        "Username", widget=GovTextInput(), validators=[InputRequired("Enter the username")]
+    )
+    certificate_number = StringField(
+        "New DBS certificate number",
+        description="12 digits",
+        widget=GovTextInput(),
+        validators=[InputRequired("Enter the certificate number"), Length(max=20)],
+    )
+    issued_on = _date("Issue date", "Enter the issue date")
+    outcome = SelectField(
+        "Outcome",
+        widget=GovSelect(),
+        choices=[(o.value, o.value.replace("_", " ")) for o in CertificateOutcome],
+    )
+    submit = SubmitField("Record certificate", widget=GovSubmitInput())
+
+
 class DecisionForm(FlaskForm):  # type: ignore[misc]
     decision = RadioField(
         "Decision",

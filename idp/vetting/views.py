@@ -16,6 +16,7 @@ from idp.vetting.forms import (
     CertificateForm,
     DecisionForm,
     IdentityForm,
+    RenewalForm,
     SponsorForm,
     TrainingForm,
 )
@@ -85,13 +86,54 @@ def _detail(application_id: int, status: int = 200, **bound: Any) -> tuple[str, 
     actor = web.principal()
     vetting = web.unit().vetting
     app = vetting.application_for(actor, application_id)
+    errored = next((form for form in bound.values() if form.errors), None)
     return render_template(
         "vetting/detail.html",
         title=f"Application {app.id}",
         application=app,
         is_officer=vetting.is_officer_for(actor, app),
+        recorded_checks=actor.person_id in app.recorders(),
+        sponsored=actor.person_id == app.sponsor_id,
+        checks_complete=all(
+            (app.identity_check, app.certificate, app.training, app.agreement)
+        ),
+        errored=errored,
         **_forms(**bound),
     ), status
+
+
+@blueprint.route("/renewals", methods=["GET", "POST"])
+@web.login_required
+def renewal() -> Response | str:
+    """A vetting officer records a new certificate, which renews clearance."""
+    actor = web.principal()
+    form = RenewalForm()
+    if form.validate_on_submit():
+        vetting = web.unit().vetting
+        try:
+            person = vetting.person_to_renew(actor, form.username.data or "")
+            vetting.renew_certificate(
+                actor,
+                person.id,
+                certificate_number=form.certificate_number.data or "",
+                issued_on=form.issued_on.data,
+                outcome=CertificateOutcome(form.outcome.data),
+            )
+            web.unit().commit()
+            until = person.clearance_expires_on
+            flash(
+                f"Certificate recorded for {person.display_name}; clearance now runs to "
+                f"{until:%d %B %Y} and their account is {person.status.value.replace('_', ' ')}"
+            )
+            return redirect(url_for("vetting.renewal"))
+        except InvalidInput as error:
+            attach_problems(form, error)
+    return render_template(
+        "vetting/renewal.html",
+        title="Record a renewed certificate",
+        form=form,
+        is_officer=bool(actor.organisations_with(Role.VETTING_OFFICER)),
+    )
 
 
 @blueprint.get("/<int:application_id>")

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-25 16:20:46.004476
+Create Date: 2026-11-25 16:27:53.576969
 """
 
 from __future__ import annotations
@@ -260,7 +260,8 @@ def upgrade() -> None:
     op.create_table('vetting_application',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('organisation_id', sa.Integer(), nullable=False),
-    sa.Column('sponsor_id', sa.Integer(), nullable=False),
+    sa.Column('sponsor_id', sa.Integer(), nullable=True),
+    sa.Column('founding', sa.Boolean(), nullable=False),
     sa.Column('role', sa.Enum('practitioner', 'organisation_admin', 'vetting_officer', 'local_authority_team', 'platform_admin', name='role', native_enum=False, length=40), nullable=False),
     sa.Column('given_name', sa.String(length=100), nullable=False),
     sa.Column('family_name', sa.String(length=100), nullable=False),
@@ -287,7 +288,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('application_id', sa.Integer(), nullable=False),
     sa.Column('signed_on', sa.Date(), nullable=False),
-    sa.Column('recorded_by_id', sa.Integer(), nullable=False),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
     sa.Column('recorded_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['application_id'], ['vetting_application.id'], name=op.f('fk_agreement_record_application_id_vetting_application')),
     sa.ForeignKeyConstraint(['recorded_by_id'], ['person.id'], name=op.f('fk_agreement_record_recorded_by_id_person')),
@@ -302,7 +303,7 @@ def upgrade() -> None:
     sa.Column('level', sa.String(length=60), nullable=False),
     sa.Column('issued_on', sa.Date(), nullable=False),
     sa.Column('outcome', sa.Enum('nothing_recorded', 'information_disclosed', 'barred', name='certificate_outcome', native_enum=False, length=40), nullable=False),
-    sa.Column('recorded_by_id', sa.Integer(), nullable=False),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
     sa.Column('recorded_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['application_id'], ['vetting_application.id'], name=op.f('fk_criminal_record_check_application_id_vetting_application')),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], name=op.f('fk_criminal_record_check_person_id_person')),
@@ -320,7 +321,7 @@ def upgrade() -> None:
     sa.Column('method', sa.Enum('face_to_face', 'remote_video', 'digital_identity', name='identity_method', native_enum=False, length=40), nullable=False),
     sa.Column('checked_on', sa.Date(), nullable=False),
     sa.Column('evidence_reference', sa.String(length=100), nullable=False),
-    sa.Column('recorded_by_id', sa.Integer(), nullable=False),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
     sa.Column('recorded_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['application_id'], ['vetting_application.id'], name=op.f('fk_identity_check_application_id_vetting_application')),
     sa.ForeignKeyConstraint(['recorded_by_id'], ['person.id'], name=op.f('fk_identity_check_recorded_by_id_person')),
@@ -331,7 +332,7 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('application_id', sa.Integer(), nullable=False),
     sa.Column('completed_on', sa.Date(), nullable=False),
-    sa.Column('recorded_by_id', sa.Integer(), nullable=False),
+    sa.Column('recorded_by_id', sa.Integer(), nullable=True),
     sa.Column('recorded_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['application_id'], ['vetting_application.id'], name=op.f('fk_training_record_application_id_vetting_application')),
     sa.ForeignKeyConstraint(['recorded_by_id'], ['person.id'], name=op.f('fk_training_record_recorded_by_id_person')),
