@@ -185,7 +185,8 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigurationError(f"{where}: unknown setting {unknown[0]!r}")
+        place = f"{where}: unknown setting" if where else "unknown section"
+        raise ConfigurationError(f"{place} {unknown[0]!r}")
     values: dict[str, Any] = {}
     for field in fields(cls):  # type: ignore[arg-type]
         wanted = hints[field.name]
@@ -244,9 +245,20 @@ def _read_or_create_key(path: Path) -> bytes:
         return key
     key = secrets.token_bytes(32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(key.hex())
+    # Write aside, then link into place: the key appears whole or not at all,
+    # and if another process (a second worker starting at the same moment)
+    # got there first, its key is the one everybody uses.
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(key.hex())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            return _read_or_create_key(path)
+    finally:
+        draft.unlink(missing_ok=True)
     return key
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_wtf import FlaskForm
+from govuk_frontend_wtf.wtforms_widgets import GovDateInput
 
 from core.errors import InvalidInput
 
@@ -22,3 +25,16 @@ def attach_problems(form: FlaskForm, error: InvalidInput) -> bool:
         errors.append(problem.message)
         field.errors = errors
     return placed
+
+
+class DateInput(GovDateInput):  # type: ignore[misc]
+    """GOV.UK's day/month/year inputs, safe to re-render after any post.
+
+    The library unpacks the posted values into exactly three, so a post with
+    the date missing or with too few or too many parts (never sent by the page,
+    easily sent by hand) failed with a 500 instead of the field's own error."""
+
+    def map_gov_params(self, field: Any, **kwargs: Any) -> Any:
+        if field.raw_data is not None and len(field.raw_data) != 3:
+            field.raw_data = [*field.raw_data, "", "", ""][:3]
+        return super().map_gov_params(field, **kwargs)

@@ -11,7 +11,7 @@ from flask import abort, current_app, g, request
 from flask_login import UserMixin, current_user
 from flask_login import login_required as _login_required
 
-from directory.models import Person
+from directory.models import Person, Role
 from directory.service import Principal, principal_for
 from idp.container import Container, Unit
 from tokens.models import AuthSession
@@ -84,13 +84,18 @@ def load_user(token: str) -> SignedInUser | None:
     live = unit().sessions.resume(token)
     if live is None:
         return None
+    return user_for(token, live.person, live.record)
+
+
+def user_for(token: str, person: Person, record: AuthSession) -> SignedInUser:
     today = container().clock.today()
-    return SignedInUser(token, live.person, live.record, principal_for(live.person, today))
+    return SignedInUser(token, person, record, principal_for(person, today))
 
 
 def template_context() -> dict[str, Any]:
     signed_in = current_user._get_current_object()
     return {
+        "Role": Role,
         "service_name": container().settings.service.name,
         "signed_in": signed_in if isinstance(signed_in, SignedInUser) else None,
     }

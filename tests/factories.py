@@ -96,7 +96,9 @@ class World:
         person.status = status
         hasher = self.container.hasher
         now = self.container.clock.now()
-        u.session.add(PasswordCredential(person_id=person.id, hash=hasher.hash(password), set_at=now))
+        u.session.add(
+            PasswordCredential(person_id=person.id, hash=hasher.hash(password), set_at=now)
+        )
         u.session.add(PinCredential(person_id=person.id, hash=hasher.hash(pin), set_at=now))
         token, secret = u.otp.new_soft_token(person.id, organisation.id)
         token.state = TokenState.ACTIVE

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pyotp
 from sqlalchemy import update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.clock import Clock
 from core.crypto import DataCipher
@@ -89,7 +90,9 @@ class OtpVerifier:
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
-            token.last_step = mark
+            # The row holds the mark already: keep the object in step without
+            # marking it dirty, which would flush a second, unconditional UPDATE.
+            set_committed_value(token, "last_step", mark)
             return True
         return False
 

@@ -41,7 +41,8 @@ from vetting.models import (
     TrainingRecord,
 )
 
-CERTIFICATE_NUMBER = re.compile(r"^\d{12}$")
+# [0-9], not \d: \d also matches other scripts' digits (full-width, Arabic-Indic...).
+CERTIFICATE_NUMBER = re.compile(r"^[0-9]{12}$")
 LAPSE_PREFIX = "lapsed: "
 
 
@@ -118,6 +119,8 @@ class VettingService:
                 organisation_id=organisation.id,
                 detail={"reason": "not a vetting officer of the registration authority"},
             )
+            # Kept although the request fails, as the other refusals here are.
+            self.session.commit()
             raise NotAllowed()
 
     def application(self, application_id: int) -> Application:
@@ -572,8 +575,11 @@ class VettingService:
         """A person this officer may record a certificate for; to anyone else,
         nobody of that name exists."""
         person = self.directory.person_by_username(username)
+        today = self.clock.today()
         if person is None or not any(
-            self._is_officer_for_org(actor, p.organisation) for p in person.positions
+            self._is_officer_for_org(actor, p.organisation)
+            for p in person.positions
+            if p.current_on(today)
         ):
             raise InvalidInput(
                 FieldProblem("username", "There is nobody with that username whom you vet")
@@ -592,7 +598,12 @@ class VettingService:
         """A new certificate extends clearance, and lifts a suspension for lapse
         if nothing else is wrong."""
         person = self.directory.person(person_id)
-        if not any(self._is_officer_for_org(actor, p.organisation) for p in person.positions):
+        today = self.clock.today()
+        if not any(
+            self._is_officer_for_org(actor, p.organisation)
+            for p in person.positions
+            if p.current_on(today)
+        ):
             raise NotAllowed()
         number = certificate_number.replace(" ", "")
         problems = self._certificate_problems(number, issued_on)

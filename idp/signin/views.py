@@ -60,11 +60,13 @@ def second_step() -> Response | str | tuple[str, int]:
                 SignInFailed().message if isinstance(failure, SignInFailed) else failure.message
             )
         target = web.safe_next(session.get(NEXT_KEY))
+        previous = web.current_user_or_none()
+        if previous is not None:
+            # Signing in again over a live session replaces it, on the server too.
+            web.unit().signin.sign_out(previous.token)
         session.clear()  # a fresh session at sign-in: nothing from before carries over
-        user = web.load_user(signed.token)
-        if user is None:
-            return _failed(SignInFailed().message)
-        login_user(user)
+        # `complete` has just started and checked this session: no need to look it up again.
+        login_user(web.user_for(signed.token, signed.person, signed.record))
         return redirect(target)
     return render_template("signin/token.html", form=form, title="Enter your token code and PIN")
 

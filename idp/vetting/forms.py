@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from govuk_frontend_wtf.wtforms_widgets import (
-    GovDateInput,
     GovRadioInput,
     GovSelect,
     GovSubmitInput,
@@ -15,6 +14,7 @@ from wtforms import DateField, RadioField, SelectField, StringField, SubmitField
 from wtforms.validators import InputRequired, Length, Optional
 
 from directory.models import Role
+from idp.forms import DateInput
 from vetting.models import CertificateOutcome, Confidence, Decision, IdentityMethod
 
 ROLE_CHOICES = [(r.value, r.value.replace("_", " ").capitalize()) for r in Role]
@@ -22,7 +22,7 @@ ROLE_CHOICES = [(r.value, r.value.replace("_", " ").capitalize()) for r in Role]
 
 def _date(label: str, message: str) -> DateField:
     return DateField(
-        label, widget=GovDateInput(), format="%d %m %Y", validators=[InputRequired(message)]
+        label, widget=DateInput(), format="%d %m %Y", validators=[InputRequired(message)]
     )
 
 

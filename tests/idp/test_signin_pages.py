@@ -21,8 +21,12 @@ def test_failures_at_either_step_look_the_same_whether_or_not_the_user_exists(
     container: Container, world: World, browser: Browser
 ) -> None:
     member = world.member(world.organisation())
-    unknown = browser.submit("/sign-in", {"username": "no.such.person", "password": "whatever it is 1"})
-    wrong_password = browser.submit("/sign-in", {"username": member.username, "password": "wrong password 99"})
+    unknown = browser.submit(
+        "/sign-in", {"username": "no.such.person", "password": "whatever it is 1"}
+    )
+    wrong_password = browser.submit(
+        "/sign-in", {"username": member.username, "password": "wrong password 99"}
+    )
     wrong_pin = browser.sign_in(member, container, pin="135791")
 
     def body(response) -> str:  # type: ignore[no-untyped-def]

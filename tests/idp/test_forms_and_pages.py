@@ -1,0 +1,222 @@
+"""What every page owes every visitor: forms refuse posts without the CSRF
+token, pages refuse anonymous visitors, and error pages give nothing away.
+
+The first two walk the application's URL map, so a route added later is
+covered the day it is added: if it forgets its protection, these tests fail."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+from werkzeug.routing import Rule
+
+from core.errors import NotAllowed
+from directory.models import Role
+from idp.app import create_app
+from idp.container import Container
+from tests.factories import World, sign_in
+from tests.idp.conftest import Browser, audit_count, gov_date, text_of
+from tokens.errors import SignInFailed
+from tokens.models import SignInGuard
+from tokens.signin import Client
+from vetting.models import Application
+
+UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
+PUBLIC_PATHS = ("/sign-in", "/activate", "/signed-out", "/healthz", "/assets")
+
+
+def _path(rule: Rule, ids: dict[str, int]) -> str:
+    values = {
+        name: ids.get(name, 1) if isinstance(rule._converters[name].to_python("1"), int) else "x"
+        for name in rule.arguments
+    }
+    return rule.build(values, append_unknown=False)[1]  # type: ignore[index]
+
+
+def test_every_form_refuses_a_post_without_a_valid_csrf_token(
+    app: Flask, container: Container, world: World, browser: Browser
+) -> None:
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN, given_name="Olivia")
+    world.add_position(admin, org, Role.VETTING_OFFICER)
+    locked = world.member(org, given_name="Lou")
+    for _ in range(container.settings.signin.lockout_threshold):
+        with pytest.raises(SignInFailed):
+            sign_in(container, locked, Client("192.0.2.50"), password="not the password 1")
+    newcomer = world.newcomer(org, given_name="Nia")
+    code = world.unit.activation.issue_code(newcomer)
+    world.unit.commit()
+    application = world.unit.vetting.sponsor(
+        world.principal(admin),
+        organisation_id=org.id,
+        given_name="Sam",
+        family_name="Applicant",
+        work_email="sam@example.org",
+        work_phone=None,
+        role=Role.PRACTITIONER,
+    )
+    world.unit.commit()
+    assert browser.sign_in(admin, container).status_code == 302
+    token = browser.token("/")
+
+    today = container.clock.today()
+    # What each form would need to do its work, so the token is the only thing missing.
+    valid = {
+        "signin.start": {"username": admin.username, "password": admin.password},
+        "signin.second_step": {"code": admin.totp(container, 1), "pin": admin.pin},
+        "activation.start": {"username": newcomer.username, "code": code},
+        "vetting.new": {
+            "organisation_id": str(org.id), "given_name": "Kim", "family_name": "Forged",
+            "work_email": "kim@example.org", "role": "practitioner",
+        },
+        "vetting.identity": {
+            "identity-confidence": "high", "identity-method": "face_to_face",
+            "identity-checked_on": gov_date(today), "identity-evidence_reference": "REF-1",
+        },
+        "vetting.certificate": {
+            "certificate-certificate_number": "001234567890",
+            "certificate-issued_on": gov_date(today - timedelta(days=5)),
+            "certificate-outcome": "nothing_recorded",
+        },
+        "vetting.training": {"training-completed_on": gov_date(today)},
+        "vetting.agreement": {"agreement-signed_on": gov_date(today)},
+        "vetting.decision": {"decision-decision": "cleared", "decision-reason": "All good"},
+        "vetting.renewal": {
+            "username": locked.username, "certificate_number": "001234567891",
+            "issued_on": gov_date(today), "outcome": "nothing_recorded",
+        },
+    }
+    ids = {"application_id": application.id, "person_id": locked.person.id}
+    before = audit_count(container)
+    tried = set()
+    for rule in app.url_map.iter_rules():
+        for method in sorted((rule.methods or set()) & UNSAFE):
+            path = _path(rule, ids)
+            data = valid.get(rule.endpoint, {})
+            for forged in ({}, {"csrf_token": "forged"}, {"csrf_token": token[:-4] + "AAAA"}):
+                response = browser.client.open(path, method=method, data={**data, **forged})
+                assert response.status_code == 400, (method, path, forged)
+                assert 'data-error-id="csrf"' in text_of(response), (method, path)
+            tried.add(rule.endpoint)
+
+    assert {
+        "signin.start", "signin.second_step", "signin.sign_out", "activation.start",
+        "activation.password", "activation.token", "activation.pin", "vetting.new",
+        "vetting.identity", "vetting.certificate", "vetting.training", "vetting.agreement",
+        "vetting.decision", "vetting.renewal", "people.unlock",
+    } <= tried
+    # Nothing happened: no audit entry, no change, and the session survived the sign-out post.
+    assert audit_count(container) == before
+    with container.unit() as check:
+        app_row = check.session.get(Application, application.id)
+        assert app_row is not None and app_row.identity_check is None
+        assert app_row.decision is None
+        assert check.session.scalar(
+            select(Application).where(Application.family_name == "Forged")
+        ) is None
+        guard = check.session.get(SignInGuard, locked.person.id)
+        assert guard is not None and guard.locked_until is not None
+    assert browser.client.get("/").status_code == 200
+    # The letter's code was not used up by the refused post.
+    fresh = Browser(app.test_client())
+    started = fresh.submit("/activate", {"username": newcomer.username, "code": code})
+    assert started.status_code == 302
+
+
+def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_to_sign_in(
+    app: Flask, browser: Browser
+) -> None:
+    checked = []
+    for rule in app.url_map.iter_rules():
+        if "GET" not in (rule.methods or set()) or rule.rule.startswith(PUBLIC_PATHS):
+            continue
+        path = _path(rule, {})
+        response = browser.client.get(path)
+        assert response.status_code == 302, path
+        assert urlsplit(response.headers["Location"]).path == "/sign-in", path
+        checked.append(rule.endpoint)
+    assert {"home.index", "vetting.applications", "vetting.detail", "vetting.new",
+            "people.index"} <= set(checked)
+
+    # Forms too: with a good token but no session, every post goes to sign-in as well.
+    token = browser.token("/sign-in")
+    posted = []
+    for rule in app.url_map.iter_rules():
+        public = rule.rule.startswith(PUBLIC_PATHS) or rule.rule == "/sign-out"
+        for method in sorted((rule.methods or set()) & UNSAFE):
+            if public:
+                continue
+            response = browser.client.open(_path(rule, {}), method=method,
+                                           data={"csrf_token": token})
+            assert response.status_code == 302, (method, rule.rule)
+            assert urlsplit(response.headers["Location"]).path == "/sign-in", rule.rule
+            posted.append(rule.endpoint)
+    assert {"vetting.decision", "people.unlock"} <= set(posted)
+
+    for public in ("/sign-in", "/activate", "/signed-out", "/healthz",
+                   "/assets/govuk-frontend.min.css", "/assets-local/init.js"):
+        assert browser.client.get(public).status_code == 200, public
+
+
+def test_the_public_list_is_exact(app: Flask) -> None:
+    """Every GET rule either needs a session or is one of the few public pages;
+    a new public prefix must be added here on purpose."""
+    public = sorted(
+        r.rule for r in app.url_map.iter_rules()
+        if "GET" in (r.methods or set()) and r.rule.startswith(PUBLIC_PATHS)
+    )
+    assert public == [
+        "/activate", "/activate/done", "/activate/password", "/activate/pin", "/activate/token",
+        "/assets-local/<path:name>", "/assets/<path:name>", "/healthz", "/sign-in",
+        "/sign-in/token", "/signed-out",
+    ]
+
+
+def _assert_safe_error_page(response: object, status: int) -> None:
+    assert response.status_code == status  # type: ignore[attr-defined]
+    body = text_of(response)
+    assert "Traceback" not in body
+    assert 'File "' not in body
+    headers = response.headers  # type: ignore[attr-defined]
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_error_pages_show_no_traceback_and_carry_the_protective_headers(
+    container: Container, world: World, browser: Browser
+) -> None:
+    _assert_safe_error_page(browser.client.get("/no/such/page"), 404)
+
+    org = world.organisation()
+    practitioner = world.member(org)
+    assert browser.sign_in(practitioner, container).status_code == 302
+    _assert_safe_error_page(browser.client.get("/no/such/page"), 404)
+    # Domain errors: NotAllowed and an application that does not exist for this person.
+    forbidden = browser.client.get("/people")
+    _assert_safe_error_page(forbidden, 403)
+    assert f'data-error-id="{NotAllowed.error_id}"' in text_of(forbidden)
+    _assert_safe_error_page(browser.client.get("/applications/999"), 404)
+    # A form posted without its token.
+    _assert_safe_error_page(browser.client.post("/sign-out"), 400)
+
+
+def test_an_unexpected_error_is_a_plain_500_page(container: Container) -> None:
+    flask_app = create_app(container=container)
+    flask_app.config["TESTING"] = True
+
+    def boom() -> str:
+        raise RuntimeError("secret internals: password hash abc123")
+
+    flask_app.add_url_rule("/healthz/boom", "boom", boom)
+    response = flask_app.test_client().get("/healthz/boom")
+    _assert_safe_error_page(response, 500)
+    body = text_of(response)
+    assert "secret internals" not in body
+    assert "RuntimeError" not in body
+    assert response.headers["X-Request-Id"] in body
