@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -59,7 +59,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, echo=echo, poolclass=NullPool)
+        # A small pool per process: opening a SQLite connection and setting its
+        # pragmas costs more than most queries on the sign-in path. Each
+        # gunicorn worker builds its own engine after the fork.
+        memory = url in {"sqlite://", "sqlite:///:memory:"}
+        engine = create_engine(
+            url,
+            echo=echo,
+            poolclass=NullPool if memory else QueuePool,
+            **({} if memory else {"pool_size": 5, "max_overflow": 10, "pool_timeout": 10}),
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from core.audit import Auditor
 from core.clock import Clock
@@ -174,14 +174,17 @@ class DirectoryService:
         return org
 
     def person(self, person_id: int) -> Person:
-        person = self.session.get(Person, person_id)
+        # Positions come in the same query: every caller asks about access next.
+        person = self.session.get(Person, person_id, options=[joinedload(Person.positions)])
         if person is None:
             raise UnknownPerson()
         return person
 
     def person_by_username(self, username: str) -> Person | None:
         return self.session.scalar(
-            select(Person).where(Person.username_folded == fold_username(username))
+            select(Person)
+            .options(joinedload(Person.positions))
+            .where(Person.username_folded == fold_username(username))
         )
 
     def username_for(self, given_name: str, family_name: str) -> str:

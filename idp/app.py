@@ -16,6 +16,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from govuk_frontend_wtf.main import WTFormsHelpers
 from jinja2 import ChoiceLoader, PackageLoader, PrefixLoader
+from markupsafe import Markup
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     )
     app.jinja_env.trim_blocks = True
     app.jinja_env.lstrip_blocks = True
+    app.jinja_env.globals["govuk_static"] = _static_fragments(app, settings.service.name)
     WTFormsHelpers(app)
 
     login = LoginManager(app)
@@ -104,6 +106,28 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         app.register_blueprint(blueprint)
     app.context_processor(web.template_context)
     return app
+
+
+def _static_fragments(app: Flask, service_name: str) -> dict[str, Markup]:
+    """Parts of every page that never change, rendered once at start-up: the
+    GOV.UK component macros are the costliest part of rendering a page."""
+
+    def component(name: str, macro: str, params: dict[str, Any]) -> Markup:
+        module = app.jinja_env.get_template(f"govuk_frontend_jinja/components/{name}/macro.html")
+        return Markup(getattr(module.module, macro)(params))  # noqa: S704 - the macro's own output
+
+    return {
+        "skip_link": component(
+            "skip-link", "govukSkipLink", {"href": "#main-content", "text": "Skip to main content"}
+        ),
+        "header": component("header", "govukHeader", {}),
+        "anonymous_navigation": component(
+            "service-navigation",
+            "govukServiceNavigation",
+            {"serviceName": service_name, "serviceUrl": "/", "navigation": []},
+        ),
+        "footer": component("footer", "govukFooter", {}),
+    }
 
 
 def _register_request_hooks(app: Flask, built: Container) -> None:

@@ -155,26 +155,33 @@ def run(host: str, port: int) -> None:
 @main.command("serve")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", default=0, help="Worker processes; 0 means one per core.")
-def serve(bind: str, workers: int) -> None:
-    """Serve with gunicorn, one worker per core by default."""
+@click.option(
+    "--server",
+    type=click.Choice(["gunicorn", "granian"]),
+    default="gunicorn",
+    show_default=True,
+    help="The WSGI server: gunicorn (sync workers) or granian (Rust HTTP, threads).",
+)
+def serve(bind: str, workers: int, server: str) -> None:
+    """Serve with a production WSGI server, one worker process per core by default."""
     count = workers or os.cpu_count() or 1
-    # The gunicorn beside this Python, so `.venv/bin/contactpoint serve` works
+    host, _, port = bind.rpartition(":")
+    # The server beside this Python, so `.venv/bin/contactpoint serve` works
     # without an activated venv (PATH need not hold the venv's bin folder).
-    beside = os.path.join(os.path.dirname(sys.executable), "gunicorn")
-    args = [
-        beside if os.path.exists(beside) else "gunicorn",
-        "--bind",
-        bind,
-        "--workers",
-        str(count),
-        "--worker-class",
-        "sync",
-        "--no-control-socket",
-        "--access-logfile",
-        "-",
-        "idp.wsgi:app",
-    ]
-    os.execvp(args[0], args)  # noqa: S606 - replaces this process with gunicorn
+    beside = os.path.join(os.path.dirname(sys.executable), server)
+    program = beside if os.path.exists(beside) else server
+    if server == "granian":
+        args = [
+            program, "--interface", "wsgi", "--host", host or "127.0.0.1", "--port", port,
+            "--workers", str(count), "--respawn-failed-workers", "--access-log",
+            "idp.wsgi:app",
+        ]
+    else:
+        args = [
+            program, "--bind", bind, "--workers", str(count), "--worker-class", "sync",
+            "--no-control-socket", "--access-logfile", "-", "idp.wsgi:app",
+        ]
+    os.execvp(args[0], args)  # noqa: S606 - replaces this process with the server
 
 
 @main.group()

@@ -9,7 +9,7 @@ request that caused it fails.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -84,6 +84,7 @@ class SignInService:
     otp: OtpVerifier
     sessions: SessionService
     directory: DirectoryService
+    _flows: dict[str, Flow] = field(default_factory=dict, init=False, repr=False)
 
     # -- throttling -----------------------------------------------------------
 
@@ -196,9 +197,14 @@ class SignInService:
     # -- step 2 ---------------------------------------------------------------
 
     def pending_flow(self, flow_token: str) -> Flow | None:
-        flow = self.session.scalar(
-            select(Flow).where(Flow.digest == self.digester.digest(flow_token))
-        )
+        digest = self.digester.digest(flow_token)
+        # The page checks the flow before `complete` does, in the same unit of
+        # work: the second look reuses the row the first one loaded.
+        flow = self._flows.get(digest)
+        if flow is None:
+            flow = self.session.scalar(select(Flow).where(Flow.digest == digest))
+            if flow is not None:
+                self._flows[digest] = flow
         if (
             flow is None
             or flow.kind != SIGNIN
