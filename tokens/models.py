@@ -147,3 +147,57 @@ class AuthSession(Base):
     ended_reason: Mapped[str | None] = mapped_column(String(80))
     client_address: Mapped[str | None] = mapped_column(String(64))
     user_agent: Mapped[str | None] = mapped_column(String(300))
+
+
+class TokenEvent(Base):
+    """The history of one OTP token: every change of state, who made it, when."""
+
+    __tablename__ = "token_event"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_id: Mapped[int] = mapped_column(ForeignKey("otp_token.id"), index=True, nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    event: Mapped[str] = mapped_column(String(40), nullable=False)
+    state: Mapped[TokenState] = mapped_column(_enum(TokenState, "token_state"))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    actor_label: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False, default=dict)
+
+
+class SecurityKey(Base):
+    """A FIDO2 / WebAuthn credential: the public key only; the private key never
+    leaves the person's authenticator."""
+
+    __tablename__ = "security_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True, nullable=False)
+    # base64url of the credential id, as the browser reports it
+    credential_id: Mapped[str] = mapped_column(String(1400), unique=True, nullable=False)
+    public_key: Mapped[str] = mapped_column(Text, nullable=False)
+    sign_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    aaguid: Mapped[str | None] = mapped_column(String(36))
+    attestation_format: Mapped[str | None] = mapped_column(String(40))
+    transports: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    user_verified: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuthenticatorPolicy(Base):
+    """What an organisation lets its people sign in with. No row: everything
+    allowed, attestation not required, user verification preferred."""
+
+    __tablename__ = "authenticator_policy"
+
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisation.id"), primary_key=True)
+    allow_soft_token: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    allow_hardware_token: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    allow_security_key: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # WebAuthn: "none" accepts any key; "direct" requires an attestation statement.
+    attestation: Mapped[str] = mapped_column(String(10), nullable=False, default="none")
+    # WebAuthn: "required", "preferred" or "discouraged".
+    user_verification: Mapped[str] = mapped_column(String(12), nullable=False, default="preferred")
