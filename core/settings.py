@@ -85,6 +85,17 @@ class AssuranceSettings:
 
 
 @dataclass(frozen=True)
+class WebAuthnSettings:
+    """The relying party that security keys are bound to. Empty values are derived
+    from `service.base_url` and `service.name`, so one setting moves them all."""
+
+    rp_id: str
+    rp_name: str
+    origin: str
+    challenge_seconds: int
+
+
+@dataclass(frozen=True)
 class VettingSettings:
     clearance_years: int
     training_valid_years: int
@@ -104,6 +115,7 @@ class Settings:
     totp: TotpSettings
     assurance: AssuranceSettings
     vetting: VettingSettings
+    webauthn: WebAuthnSettings
 
     @property
     def instance_path(self) -> Path:

@@ -104,6 +104,15 @@ def create_app(settings: Settings | None = None, container: Container | None = N
 
     for blueprint in (home, signin, activation, vetting, people):
         app.register_blueprint(blueprint)
+    from idp.resets.views import blueprint as resets
+
+    app.register_blueprint(resets)
+    from idp.keys.views import blueprint as keys
+
+    app.register_blueprint(keys)
+    from idp.tokens.views import blueprint as tokens
+
+    app.register_blueprint(tokens)
     app.context_processor(web.template_context)
     return app
 

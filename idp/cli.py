@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from datetime import date
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -25,6 +26,7 @@ from directory.models import OrganisationKind, Role
 from directory.service import Grant, Principal
 from idp import database
 from idp.container import Container, Unit
+from tokens.models import TokenState
 from vetting.models import CertificateOutcome, Confidence, IdentityMethod
 from vetting.service import FoundingEvidence
 
@@ -384,6 +386,38 @@ def accounts_unlock(username: str) -> None:
     click.echo(f"unlocked {username}")
 
 
+def _reset(username: str, kind: str) -> None:
+    from tokens.resets import ResetKind
+
+    container = _container()
+    with _unit(container) as unit:
+        person = unit.directory.person_by_username(username)
+        if person is None:
+            raise click.ClickException(f"no person with username {username!r}")
+        sent = unit.resets.request(operator(), person.id, ResetKind(kind))
+        unit.commit()
+    click.echo(
+        f"letter {sent.letter_id}: {kind} reset for {username}, "
+        f"code valid until {sent.expires_on.isoformat()}"
+    )
+
+
+@accounts.command("reset-pin")
+@click.argument("username")
+@cli_errors
+def accounts_reset_pin(username: str) -> None:
+    """Write a PIN reset letter to the outbox; print its id."""
+    _reset(username, "pin")
+
+
+@accounts.command("reset-password")
+@click.argument("username")
+@cli_errors
+def accounts_reset_password(username: str) -> None:
+    """Write a password reset letter to the outbox; print its id."""
+    _reset(username, "password")
+
+
 @main.group()
 def audit() -> None:
     """The audit log."""
@@ -401,3 +435,91 @@ def audit_verify() -> None:
         return
     click.echo(f"audit chain broken at entry {report.first_bad_seq}: {report.problem}", err=True)
     sys.exit(1)
+
+
+@main.group()
+def tokens() -> None:
+    """Hardware OATH tokens: import vendor PSKC files, list the inventory."""
+
+
+@tokens.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--org", "org_code", required=True, help="Code of the organisation that owns them.")
+@click.option(
+    "--key-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The pre-shared key (hex or raw bytes) when the secrets are encrypted.",
+)
+@cli_errors
+def tokens_import(file: Path, org_code: str, key_file: Path | None) -> None:
+    """Put every token of a PSKC file (RFC 6030) in stock, or none if anything is wrong."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from core.errors import InvalidInput
+    from tokens.pskc import read_preshared_key, read_pskc
+
+    key = read_preshared_key(key_file.read_bytes()) if key_file else None
+    container = _container()
+    with _unit(container) as unit:
+        org = unit.directory.organisation_by_code(org_code)
+        parsed = read_pskc(file.read_bytes(), source=file.name, preshared_key=key)
+        try:
+            parsed.raise_if_problems()
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("Importing", total=len(parsed.packages))
+                report = unit.inventory.import_packages(
+                    operator(),
+                    org,
+                    parsed.packages,
+                    source=file.name,
+                    progress=lambda done, _total: bar.update(task, completed=done),
+                )
+            unit.commit()
+        except InvalidInput as error:
+            click.echo(f"{file.name} refused; nothing was imported:", err=True)
+            for problem in error.problems:
+                click.echo(f"  {problem.describe()}", err=True)
+            sys.exit(1)
+    click.echo(f"imported {report.imported} tokens into {org.code}")
+
+
+@tokens.command("list")
+@click.option("--org", "org_code", required=True, help="Organisation code.")
+@click.option("--state", type=click.Choice([s.value for s in TokenState]), default=None)
+@click.option("--page", type=int, default=1, show_default=True)
+@cli_errors
+def tokens_list(org_code: str, state: str | None, page: int) -> None:
+    """The organisation's hardware tokens with their state, 50 a page."""
+    container = _container()
+    with _unit(container) as unit:
+        org = unit.directory.organisation_by_code(org_code)
+        found = unit.inventory.list_tokens(
+            operator(), org.id, state=TokenState(state) if state else None, page=page
+        )
+        table = Table(title=f"Tokens of {org.code}: page {found.page} of {found.pages}, "
+                      f"{found.total} in all")
+        holders = unit.inventory.holders(found.items)
+        for column in ("serial", "kind", "digits", "state", "held by"):
+            table.add_column(column)
+        for token in found.items:
+            holder = holders.get(token.person_id) if token.person_id else None
+            table.add_row(
+                token.serial,
+                token.algorithm.value.upper(),
+                str(token.digits),
+                token.state.value.replace("_", " "),
+                holder.username if holder else "",
+            )
+        console.print(table)
+
+
+# Command groups kept beside their own area; importing one registers it on `main`.
+from idp.keys import cli as _keys_cli  # noqa: E402, F401

@@ -24,10 +24,13 @@ from core.shared_state import DatabaseSharedState, RedisSharedState, SharedState
 from directory.service import DirectoryService
 from tokens.activation import ActivationService
 from tokens.codes import LetterCodes
+from tokens.inventory import InventoryService
 from tokens.otp import OtpVerifier
 from tokens.passwords import SecretHasher
+from tokens.resets import ResetService
 from tokens.sessions import SessionService
 from tokens.signin import SignInService
+from tokens.webauthn import SecurityKeyService
 from vetting.service import VettingService
 
 
@@ -151,6 +154,11 @@ class Unit:
         )
 
     @cached_property
+    def keys(self) -> SecurityKeyService:
+        """Security keys; the same instance sign-in verifies assertions with."""
+        return self.signin.keys
+
+    @cached_property
     def activation(self) -> ActivationService:
         c = self.container
         return ActivationService(
@@ -164,6 +172,37 @@ class Unit:
             self.codes,
             self.otp,
             self.directory,
+        )
+
+    @cached_property
+    def resets(self) -> ResetService:
+        c = self.container
+        return ResetService(
+            self.session,
+            c.settings,
+            self.clock,
+            self.audit,
+            self.shared,
+            c.hasher,
+            c.digester,
+            self.codes,
+            self.outbox,
+            self.sessions,
+            self.directory,
+            self.signin,
+        )
+
+    @cached_property
+    def inventory(self) -> InventoryService:
+        return InventoryService(
+            self.session,
+            self.clock,
+            self.audit,
+            self.otp,
+            self.sessions,
+            self.directory,
+            self.container.hasher,
+            self.signin,
         )
 
     @cached_property

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import wraps
 from typing import Any, ParamSpec, TypeVar, cast
 from urllib.parse import urlsplit
 
-from flask import abort, current_app, g, request
+from flask import abort, current_app, g, redirect, request, url_for
 from flask_login import UserMixin, current_user
 from flask_login import login_required as _login_required
 
 from directory.models import Person, Role
 from directory.service import Principal, principal_for
 from idp.container import Container, Unit
+from tokens.assurance import meets
 from tokens.models import AuthSession
 from tokens.signin import Client
 
@@ -24,6 +26,28 @@ R = TypeVar("R")
 def login_required(view: Callable[P, R]) -> Callable[P, R]:
     """Flask-Login's decorator, typed: anonymous visitors go to sign-in."""
     return cast(Callable[P, R], _login_required(view))
+
+
+def requires_level(level: int) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Pages that need assurance `level` (3: a security key) send a session below
+    it to the step-up page, which comes back here once the session is raised.
+    Anonymous visitors go to sign-in first. A refused POST is not replayed: the
+    person comes back to the page (the GET of the same path) and confirms again.
+    """
+
+    def decorate(view: Callable[P, R]) -> Callable[P, R]:
+        @wraps(view)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            signed_in = user()
+            if not meets(signed_in.record.acr, level, container().settings.assurance):
+                target = request.full_path if request.method == "GET" else request.path
+                step_up = url_for("keys.step_up", next=safe_next(target.rstrip("?")))
+                return cast(R, redirect(step_up))
+            return view(*args, **kwargs)
+
+        return login_required(guarded)
+
+    return decorate
 
 
 @dataclass

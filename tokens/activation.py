@@ -23,7 +23,15 @@ from directory.models import Person, PersonStatus
 from directory.service import DirectoryService, access_blockers
 from tokens.codes import LetterCodes
 from tokens.errors import ActivationFailed, FlowExpired, TooManyAttempts
-from tokens.models import CodePurpose, Flow, OtpToken, PasswordCredential, PinCredential, TokenState
+from tokens.models import (
+    CodePurpose,
+    Flow,
+    OtpToken,
+    PasswordCredential,
+    PinCredential,
+    TokenForm,
+    TokenState,
+)
 from tokens.otp import OtpVerifier, provisioning_uri
 from tokens.passwords import SecretHasher, check_password, check_pin
 
@@ -164,11 +172,16 @@ class ActivationService:
         self.session.commit()
 
     def pending_token(self, flow_token: str) -> PendingToken:
-        """The soft token being set up; created on first ask, same secret after."""
+        """The soft token being set up; created on first ask, same secret after.
+
+        Soft tokens only: a hardware token assigned from the inventory keeps its
+        seed sealed for good (it is confirmed in `confirm_token` by its code)."""
         _flow, person = self.flow(flow_token, "token")
         token = self.session.scalar(
             select(OtpToken).where(
-                OtpToken.person_id == person.id, OtpToken.state == TokenState.ASSIGNED
+                OtpToken.person_id == person.id,
+                OtpToken.state == TokenState.ASSIGNED,
+                OtpToken.form == TokenForm.SOFT,
             )
         )
         if token is None:
@@ -183,12 +196,14 @@ class ActivationService:
 
     def confirm_token(self, flow_token: str, code: str) -> None:
         flow, person = self.flow(flow_token, "token")
-        token = self.session.scalar(
+        # The soft token being set up, or a hardware token an admin assigned.
+        assigned = self.session.scalars(
             select(OtpToken).where(
                 OtpToken.person_id == person.id, OtpToken.state == TokenState.ASSIGNED
             )
-        )
-        if token is None or not self.otp.verify(token, code):
+        ).all()
+        token = next((t for t in assigned if self.otp.verify(t, code)), None)
+        if token is None:
             self.audit.record(
                 "activation:token:failure", "failure", subject_type="person", subject_id=person.id
             )

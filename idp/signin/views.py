@@ -11,8 +11,10 @@ from flask_login import login_user, logout_user
 from werkzeug.wrappers import Response
 
 from idp import web
+from idp.keys.forms import KeyStepForm
 from idp.signin.forms import PasswordStepForm, TokenStepForm
 from tokens.errors import FlowExpired, SignInFailed
+from tokens.signin import SignedIn
 
 blueprint = Blueprint("signin", __name__)
 
@@ -59,16 +61,48 @@ def second_step() -> Response | str | tuple[str, int]:
             return _failed(
                 SignInFailed().message if isinstance(failure, SignInFailed) else failure.message
             )
-        target = web.safe_next(session.get(NEXT_KEY))
-        previous = web.current_user_or_none()
-        if previous is not None:
-            # Signing in again over a live session replaces it, on the server too.
-            web.unit().signin.sign_out(previous.token)
-        session.clear()  # a fresh session at sign-in: nothing from before carries over
-        # `complete` has just started and checked this session: no need to look it up again.
-        login_user(web.user_for(signed.token, signed.person, signed.record))
-        return redirect(target)
+        return _signed_in(signed)
     return render_template("signin/token.html", form=form, title="Enter your token code and PIN")
+
+
+@blueprint.route("/sign-in/key", methods=["GET", "POST"])
+def key_step() -> Response | str | tuple[str, int]:
+    """The second step with a security key in place of the token code."""
+    flow = session.get(FLOW_KEY)
+    signin = web.unit().signin
+    if not flow or signin.pending_flow(flow) is None:
+        session.pop(FLOW_KEY, None)
+        return redirect(url_for("signin.start"))
+    form = KeyStepForm()
+    if form.validate_on_submit():
+        try:
+            signed = signin.complete_with_key(
+                flow, form.credential.data or "", form.pin.data or "", web.client()
+            )
+        except (SignInFailed, FlowExpired) as failure:
+            return _failed(
+                SignInFailed().message if isinstance(failure, SignInFailed) else failure.message
+            )
+        return _signed_in(signed)
+    options = signin.key_options(flow)
+    if options is None:
+        return redirect(url_for("signin.start"))
+    return render_template(
+        "signin/key.html", form=form, options=options, title="Use your security key and PIN"
+    )
+
+
+def _signed_in(signed: SignedIn) -> Response:
+    """Log the new session in, replacing any live one, and go where asked."""
+    target = web.safe_next(session.get(NEXT_KEY))
+    previous = web.current_user_or_none()
+    if previous is not None:
+        # Signing in again over a live session replaces it, on the server too.
+        web.unit().signin.sign_out(previous.token)
+    session.clear()  # a fresh session at sign-in: nothing from before carries over
+    # The service has just started and checked this session: no need to look it up again.
+    login_user(web.user_for(signed.token, signed.person, signed.record))
+    return redirect(target)
 
 
 @blueprint.post("/sign-out")

@@ -26,7 +26,9 @@ from tokens.signin import Client
 from vetting.models import Application
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
-PUBLIC_PATHS = ("/sign-in", "/activate", "/signed-out", "/healthz", "/assets")
+PUBLIC_PATHS = ("/sign-in", "/activate", "/signed-out", "/healthz", "/assets",
+                # Resets are for people who cannot sign in: public by nature.
+                "/reset-pin", "/reset-password")
 
 
 def _path(rule: Rule, ids: dict[str, int]) -> str:
@@ -68,6 +70,11 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
     valid = {
         "signin.start": {"username": admin.username, "password": admin.password},
         "signin.second_step": {"code": admin.totp(container, 1), "pin": admin.pin},
+        # Security keys: the credential would be a browser's JSON; the token is what is missing.
+        "signin.key_step": {"credential": "{}", "pin": admin.pin},
+        "keys.add": {"name": "Forged key", "credential": "{}"},
+        "keys.remove": {"confirm": "yes"},
+        "keys.step_up": {"credential": "{}", "pin": admin.pin},
         "activation.start": {"username": newcomer.username, "code": code},
         "vetting.new": {
             "organisation_id": str(org.id), "given_name": "Kim", "family_name": "Forged",
@@ -89,6 +96,25 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
             "username": locked.username, "certificate_number": "001234567891",
             "issued_on": gov_date(today), "outcome": "nothing_recorded",
         },
+        "resets.pin_start": {"username": admin.username, "password": admin.password},
+        "resets.password_start": {
+            "username": admin.username, "code": admin.totp(container, 1), "pin": admin.pin,
+            "letter_code": "7QK2M-9XHRT-ABCDE-FGHJK-MNPQR-STVWX",
+        },
+        "resets.pin_new": {"pin": "735104", "pin_confirmation": "735104"},
+        "resets.password_new": {
+            "password": "lantern orchard velvet 1984",
+            "password_confirmation": "lantern orchard velvet 1984",
+        },
+        # Hardware tokens: the token id is the default (1), refused before it is looked up.
+        "tokens.assign": {"username": locked.username},
+        "tokens.activate": {"code": "123456"},
+        "tokens.resync": {"first_code": "123456", "second_code": "654321"},
+        "tokens.lost": {"what": "stolen"},
+        "tokens.replacement": {
+            "username": admin.username, "password": admin.password, "pin": admin.pin,
+            "code": admin.totp(container, 1),
+        },
     }
     ids = {"application_id": application.id, "person_id": locked.person.id}
     before = audit_count(container)
@@ -105,10 +131,15 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
 
     assert {
         "signin.start", "signin.second_step", "signin.sign_out", "activation.start",
+        "signin.key_step", "keys.add", "keys.remove", "keys.step_up",
         "activation.password", "activation.token", "activation.pin", "vetting.new",
         "vetting.identity", "vetting.certificate", "vetting.training", "vetting.agreement",
         "vetting.decision", "vetting.renewal", "people.unlock",
+        "resets.pin_start", "resets.pin_code", "resets.pin_new", "resets.password_start",
+        "resets.password_new", "resets.request_pin_reset", "resets.request_password_reset",
     } <= tried
+    assert {"tokens.assign", "tokens.activate", "tokens.resync", "tokens.lost",
+            "tokens.replacement"} <= tried
     # Nothing happened: no audit entry, no change, and the session survived the sign-out post.
     assert audit_count(container) == before
     with container.unit() as check:
@@ -140,7 +171,12 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
         assert urlsplit(response.headers["Location"]).path == "/sign-in", path
         checked.append(rule.endpoint)
     assert {"home.index", "vetting.applications", "vetting.detail", "vetting.new",
-            "people.index"} <= set(checked)
+            "people.index", "resets.request_pin_reset",
+            "resets.request_password_reset"} <= set(checked)
+
+    assert {"keys.index", "keys.add", "keys.remove", "keys.step_up"} <= set(checked)
+    assert {"tokens.inventory", "tokens.mine", "tokens.detail", "tokens.activate",
+            "tokens.resync", "tokens.lost"} <= set(checked)
 
     # Forms too: with a good token but no session, every post goes to sign-in as well.
     token = browser.token("/sign-in")
@@ -155,10 +191,14 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
             assert response.status_code == 302, (method, rule.rule)
             assert urlsplit(response.headers["Location"]).path == "/sign-in", rule.rule
             posted.append(rule.endpoint)
-    assert {"vetting.decision", "people.unlock"} <= set(posted)
+    assert {"vetting.decision", "people.unlock", "resets.request_pin_reset",
+            "resets.request_password_reset"} <= set(posted)
+    assert {"keys.add", "keys.remove", "keys.step_up"} <= set(posted)
+    assert {"tokens.assign", "tokens.activate", "tokens.resync", "tokens.lost"} <= set(posted)
 
     for public in ("/sign-in", "/activate", "/signed-out", "/healthz",
-                   "/assets/govuk-frontend.min.css", "/assets-local/init.js"):
+                   "/assets/govuk-frontend.min.css", "/assets-local/init.js",
+                   "/reset-pin", "/reset-password", "/activate/replacement"):
         assert browser.client.get(public).status_code == 200, public
 
 
@@ -170,9 +210,12 @@ def test_the_public_list_is_exact(app: Flask) -> None:
         if "GET" in (r.methods or set()) and r.rule.startswith(PUBLIC_PATHS)
     )
     assert public == [
-        "/activate", "/activate/done", "/activate/password", "/activate/pin", "/activate/token",
-        "/assets-local/<path:name>", "/assets/<path:name>", "/healthz", "/sign-in",
-        "/sign-in/token", "/signed-out",
+        "/activate", "/activate/done", "/activate/password", "/activate/pin",
+        "/activate/replacement", "/activate/token",
+        "/assets-local/<path:name>", "/assets/<path:name>", "/healthz",
+        "/reset-password", "/reset-password/done", "/reset-password/new", "/reset-pin",
+        "/reset-pin/code", "/reset-pin/done", "/reset-pin/new", "/sign-in",
+        "/sign-in/key", "/sign-in/token", "/signed-out",
     ]
 
 

@@ -1,0 +1,87 @@
+"""Forms of the token pages. Codes are checked by the inventory service; these
+only bound the input, so a form error says no more than the service would."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from govuk_frontend_wtf.wtforms_widgets import (
+    GovPasswordInput,
+    GovRadioInput,
+    GovSubmitInput,
+    GovTextInput,
+)
+from wtforms import PasswordField, RadioField, StringField, SubmitField
+from wtforms.validators import InputRequired, Length
+
+
+class AssignForm(FlaskForm):  # type: ignore[misc]
+    username = StringField(
+        "Username of the person",
+        widget=GovTextInput(),
+        validators=[InputRequired("Enter the username of the person"), Length(max=64)],
+    )
+    submit = SubmitField("Assign token", widget=GovSubmitInput())
+
+
+class CodeForm(FlaskForm):  # type: ignore[misc]
+    code = StringField(
+        "Token code",
+        description="The code the token shows now",
+        widget=GovTextInput(),
+        validators=[InputRequired("Enter the code the token shows"), Length(max=12)],
+    )
+    submit = SubmitField("Activate token", widget=GovSubmitInput())
+
+
+class ResyncForm(FlaskForm):  # type: ignore[misc]
+    first_code = StringField(
+        "First code",
+        description="Press the button (or wait for a new code) and enter what the token shows",
+        widget=GovTextInput(),
+        validators=[InputRequired("Enter the first code"), Length(max=12)],
+    )
+    second_code = StringField(
+        "Next code",
+        description="Then the very next code it shows",
+        widget=GovTextInput(),
+        validators=[InputRequired("Enter the next code"), Length(max=12)],
+    )
+    submit = SubmitField("Resynchronise", widget=GovSubmitInput())
+
+
+class LostForm(FlaskForm):  # type: ignore[misc]
+    what = RadioField(
+        "What happened to the token?",
+        choices=[
+            ("lost", "It is lost"),
+            ("stolen", "It was stolen, or someone else may have it"),
+        ],
+        widget=GovRadioInput(),
+        validators=[InputRequired("Select whether the token was lost or stolen")],
+    )
+    submit = SubmitField("Report and stop the token now", widget=GovSubmitInput())
+
+
+class ReplacementForm(FlaskForm):  # type: ignore[misc]
+    username = StringField(
+        "Username",
+        widget=GovTextInput(),
+        validators=[InputRequired("Enter your username"), Length(max=64)],
+    )
+    password = PasswordField(
+        "Password",
+        widget=GovPasswordInput(),
+        validators=[InputRequired("Enter your password"), Length(max=1024)],
+    )
+    pin = PasswordField(
+        "PIN",
+        widget=GovPasswordInput(),
+        validators=[InputRequired("Enter your PIN"), Length(max=12)],
+    )
+    code = StringField(
+        "Code from your new token",
+        description="Press the button on the new token and enter the code it shows",
+        widget=GovTextInput(),
+        validators=[InputRequired("Enter the code your new token shows"), Length(max=12)],
+    )
+    submit = SubmitField("Activate new token", widget=GovSubmitInput())
