@@ -165,8 +165,8 @@ def make_people(settings: Any, count: int, processes: int) -> list[Person]:
     from core.audit import AuditContext
     from directory.models import OrganisationKind, PersonStatus, Role
     from idp.container import Container
+    from tokens.attempts import guard_for
     from tokens.models import PasswordCredential, PinCredential, TokenState
-    from tokens.signin import guard_for
 
     a = settings.argon2
     params = (a.memory_kib, a.time_cost, a.parallelism)

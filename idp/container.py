@@ -23,6 +23,7 @@ from core.settings import InstanceSecrets, Settings, load_instance_secrets
 from core.shared_state import DatabaseSharedState, RedisSharedState, SharedState
 from directory.service import DirectoryService
 from tokens.activation import ActivationService
+from tokens.attempts import Attempts
 from tokens.codes import LetterCodes
 from tokens.inventory import InventoryService
 from tokens.otp import OtpVerifier
@@ -138,6 +139,11 @@ class Unit:
         )
 
     @cached_property
+    def attempts(self) -> Attempts:
+        c = self.container
+        return Attempts(self.session, c.settings, self.clock, self.audit, self.shared)
+
+    @cached_property
     def signin(self) -> SignInService:
         c = self.container
         return SignInService(
@@ -145,12 +151,12 @@ class Unit:
             c.settings,
             self.clock,
             self.audit,
-            self.shared,
             c.hasher,
             c.digester,
             self.otp,
             self.sessions,
             self.directory,
+            self.attempts,
         )
 
     @cached_property
@@ -182,7 +188,6 @@ class Unit:
             c.settings,
             self.clock,
             self.audit,
-            self.shared,
             c.hasher,
             c.digester,
             self.codes,
@@ -190,6 +195,7 @@ class Unit:
             self.sessions,
             self.directory,
             self.signin,
+            self.attempts,
         )
 
     @cached_property
@@ -202,7 +208,7 @@ class Unit:
             self.sessions,
             self.directory,
             self.container.hasher,
-            self.signin,
+            self.attempts,
         )
 
     @cached_property

@@ -16,8 +16,8 @@ from directory.models import Person, Role
 from directory.service import Principal, principal_for
 from idp.container import Container, Unit
 from tokens.assurance import meets
+from tokens.attempts import Client
 from tokens.models import AuthSession
-from tokens.signin import Client
 
 P = ParamSpec("P")
 R = TypeVar("R")

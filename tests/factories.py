@@ -16,8 +16,9 @@ from core.audit import AuditContext
 from directory.models import Organisation, OrganisationKind, Person, PersonStatus, Position, Role
 from directory.service import Principal, principal_for
 from idp.container import Container, Unit
+from tokens.attempts import Client
 from tokens.models import PasswordCredential, PinCredential, TokenState
-from tokens.signin import Client, SignedIn
+from tokens.signin import SignedIn
 
 DEFAULT_PASSWORD = "correct horse battery staple 42"
 DEFAULT_PIN = "480271"

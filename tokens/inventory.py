@@ -42,6 +42,8 @@ from core.clock import Clock
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
 from directory.models import Organisation, Person, Role
 from directory.service import DirectoryService, Principal, access_blockers, require_admin_over
+from tokens.attempts import Attempts, Client
+from tokens.errors import SignInFailed
 from tokens.models import (
     OtpAlgorithm,
     OtpToken,
@@ -55,7 +57,6 @@ from tokens.otp import OtpVerifier
 from tokens.passwords import SecretHasher
 from tokens.pskc import KeyPackage
 from tokens.sessions import SessionService
-from tokens.signin import Client, SignInService, guard_for, is_locked
 
 BATCH = 2000
 PAGE_SIZE = 50
@@ -108,7 +109,7 @@ class InventoryService:
     sessions: SessionService
     directory: DirectoryService
     hasher: SecretHasher
-    signin: SignInService
+    attempts: Attempts
 
     # -- authority ------------------------------------------------------------
 
@@ -349,7 +350,7 @@ class InventoryService:
     def _count_failure(self, person: Person) -> None:
         """A wrong code counts against the account as at sign-in, so guessing the
         code of an assigned token is as slow as guessing it at sign-in."""
-        self.signin._count_failure(person)
+        self.attempts.count_failure(person)
 
     def activate(self, actor: Principal, token_id: int, code: str) -> OtpToken:
         """The person, signed in, proves they hold the assigned token."""
@@ -384,23 +385,22 @@ class InventoryService:
         the same cost whatever is wrong) and every failure is the sign-in
         failure: counted against the account and the address, audited, and
         saying nothing about which part was wrong."""
-        guard = self.signin
-        guard._check_address(client)
+        self.attempts.check_address(client, "token:replacement")
         person = self.directory.person_by_username(username) if username else None
         credential = self.session.get(PasswordCredential, person.id) if person else None
         pin_row = self.session.get(PinCredential, person.id) if person else None
         password_ok = self.hasher.verify(credential.hash if credential else None, password)
         pin_ok = self.hasher.verify(pin_row.hash if pin_row else None, pin)
         if person is None:
-            raise guard._fail(client, None, "replacement", "unknown username", count=False)
+            raise self._replacement_failed(client, None, "unknown username", count=False)
         now = self.clock.now()
-        if is_locked(guard_for(self.session, person.id), now):
-            raise guard._fail(client, person, "replacement", "account locked", count=True)
+        if self.attempts.locked(person):
+            raise self._replacement_failed(client, person, "account locked", count=True)
         if not (password_ok and pin_ok and credential is not None and pin_row is not None):
-            raise guard._fail(client, person, "replacement", "wrong password or PIN", count=True)
+            raise self._replacement_failed(client, person, "wrong password or PIN", count=True)
         blockers = access_blockers(person, now.date())
         if blockers:
-            raise guard._fail(client, person, "replacement", "; ".join(blockers), count=False)
+            raise self._replacement_failed(client, person, "; ".join(blockers), count=False)
         candidates = self.session.scalars(
             select(OtpToken).where(
                 OtpToken.person_id == person.id,
@@ -410,13 +410,22 @@ class InventoryService:
         ).all()
         token = next((t for t in candidates if self.otp.verify(t, code)), None)
         if token is None:
-            raise guard._fail(
-                client, person, "replacement", "no assigned token, or a wrong code", count=True
+            raise self._replacement_failed(
+                client, person, "no assigned token, or a wrong code", count=True
             )
-        guard_for(self.session, person.id).consecutive_failures = 0
+        self.attempts.succeeded(person)
         self._activated(token, Principal(person.id, person.username, ()))
         self.session.commit()
         return person
+
+    def _replacement_failed(
+        self, client: Client, person: Person | None, why: str, *, count: bool
+    ) -> SignInFailed:
+        """Failures here are sign-in failures: same message, same counters."""
+        self.attempts.failed(
+            client, person, "signin:replacement:failure", {"reason": why}, count=count
+        )
+        return SignInFailed()
 
     # -- keeping in step --------------------------------------------------------
 

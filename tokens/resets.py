@@ -15,12 +15,11 @@ Flow states, held server-side in `auth_flow` (the browser holds only a token):
     password_reset: (token + PIN + letter code) --> new_password --> finished
 
 Every failed proof raises the same `ResetFailed`, whatever was wrong, and is
-counted exactly where sign-in counts its failures: the account's lockout guard
-(`SignInService._count_failure`) and the client address's throttle (the same
-`signin:address:*` counter), so alternating between sign-in and resets buys an
-attacker no extra guesses. Like sign-in, this service commits its own
-transactions, because a failure must stay counted and audited although the
-request that caused it fails.
+counted exactly where sign-in counts its failures (`tokens.attempts.Attempts`:
+the account's lockout guard and the client address's throttle), so
+alternating between sign-in and resets buys an attacker no extra guesses.
+Like sign-in, this service commits its own transactions, because a failure
+must stay counted and audited although the request that caused it fails.
 
 The letter's code is checked last, so it is used up only once everything else
 holds; it is single use, stored as a keyed digest, expires, and is bound to
@@ -42,17 +41,17 @@ from core.crypto import SecretDigester, new_token
 from core.errors import Conflict, DomainError, FieldProblem, InvalidInput, NotAllowed
 from core.outbox import Outbox
 from core.settings import Settings
-from core.shared_state import SharedState
 from directory.errors import UnknownPerson
 from directory.models import Person, PersonStatus, Role
 from directory.service import DirectoryService, Principal, access_blockers, require_admin_over
+from tokens.attempts import Attempts, Client
 from tokens.codes import LetterCodes
-from tokens.errors import FlowExpired, TooManyAttempts
+from tokens.errors import FlowExpired
 from tokens.models import CodePurpose, Flow, PasswordCredential, PinCredential
 from tokens.passwords import SecretHasher, check_password, check_pin
 from tokens.policy import factor_of_token, policy_for
 from tokens.sessions import SessionService
-from tokens.signin import Client, SignInService, guard_for, is_locked
+from tokens.signin import SignInService
 
 # How long a reset letter's code works: long enough for the post and a weekend.
 RESET_CODE_DAYS = 14
@@ -161,7 +160,6 @@ class ResetService:
     settings: Settings
     clock: Clock
     audit: Auditor
-    shared: SharedState
     hasher: SecretHasher
     digester: SecretDigester
     codes: LetterCodes
@@ -169,6 +167,7 @@ class ResetService:
     sessions: SessionService
     directory: DirectoryService
     signin: SignInService
+    attempts: Attempts
 
     # -- asking for a reset ----------------------------------------------------
 
@@ -246,14 +245,7 @@ class ResetService:
     # -- throttling and failures (the sign-in guard's own counters) -------------
 
     def _check_address(self, kind: ResetKind, client: Client) -> None:
-        window = self.settings.signin.address_window_seconds
-        key = self.signin._address_key(client)
-        if self.shared.count(key, window) >= self.settings.signin.address_failures_per_window:
-            self.audit.record(
-                f"reset:{kind.value}:throttled", "refused", detail={"scope": "address"}
-            )
-            self.session.commit()
-            raise TooManyAttempts(self.shared.retry_after(key, window))
+        self.attempts.check_address(client, f"reset:{kind.value}")
 
     def _fail(
         self, kind: ResetKind, client: Client, person: Person | None, stage: str, why: str
@@ -263,27 +255,19 @@ class ResetService:
         Every failure on a known account counts towards its lockout, including
         a locked or suspended one: a reset is no place to be more lenient than
         sign-in."""
-        self.shared.hit(
-            self.signin._address_key(client), self.settings.signin.address_window_seconds
-        )
-        if person is not None:
-            self.signin._count_failure(person)
-        self.audit.record(
+        self.attempts.failed(
+            client,
+            person,
             f"reset:{kind.value}:failure",
-            "failure",
-            subject_type="person" if person else None,
-            subject_id=person.id if person else None,
-            detail={"stage": stage, "reason": why},
-            actor_id=person.id if person else None,
-            actor_label=person.username if person else None,
+            {"stage": stage, "reason": why},
+            count=person is not None,
         )
-        self.session.commit()
         return ResetFailed()
 
     def _refusal(self, person: Person) -> str | None:
         """Why this account may not reset now, whatever it proves; None if it may."""
         now = self.clock.now()
-        if is_locked(guard_for(self.session, person.id), now):
+        if self.attempts.locked(person):
             return "account locked"
         blockers = access_blockers(person, now.date())
         return "; ".join(blockers) if blockers else None
@@ -291,7 +275,7 @@ class ResetService:
     def _token_refusal(self, person: Person, code: str) -> str | None:
         """The token code checked as sign-in checks it (each code once), and the
         token allowed by the person's organisations' policy; None if it holds."""
-        used = self.signin._verify_code(person, code)
+        used = self.signin.verify_code(person, code)
         if used is None:
             return "wrong or reused token code"
         factor = factor_of_token(used.form)
@@ -351,10 +335,7 @@ class ResetService:
 
     def _proven(self, person: Person, kind: ResetKind) -> None:
         """Every factor held: the account's failures are forgiven, as at sign-in."""
-        guard = guard_for(self.session, person.id)
-        guard.consecutive_failures = 0
-        guard.lock_count = 0
-        guard.locked_until = None
+        self.attempts.succeeded(person)
         self.audit.record(
             f"reset:{kind.value}:proven",
             subject_type="person",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import cached_property
 
 from sqlalchemy import select
@@ -22,7 +22,6 @@ from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import SecretDigester, new_token
 from core.settings import Settings
-from core.shared_state import SharedState
 from directory.models import Person
 from directory.service import (
     DirectoryService,
@@ -40,7 +39,8 @@ from tokens.assurance import (
     merge_amr,
     security_key_amr,
 )
-from tokens.errors import FlowExpired, SignInFailed, TooManyAttempts
+from tokens.attempts import Attempts, Client, guard_for
+from tokens.errors import FlowExpired, SignInFailed
 from tokens.models import (
     AuthSession,
     Flow,
@@ -61,12 +61,6 @@ SIGNIN = "signin"
 SECOND_FACTOR = "second_factor"
 STEP_UP = "step_up"
 SECURITY_KEY = "security_key"
-
-
-@dataclass(frozen=True)
-class Client:
-    address: str
-    user_agent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,31 +88,18 @@ class SignedIn:
     person: Person
 
 
-def guard_for(session: Session, person_id: int) -> SignInGuard:
-    guard = session.get(SignInGuard, person_id)
-    if guard is None:
-        guard = SignInGuard(person_id=person_id, consecutive_failures=0, lock_count=0)
-        session.add(guard)
-        session.flush()
-    return guard
-
-
-def is_locked(guard: SignInGuard, now: datetime) -> bool:
-    return guard.locked_permanently or (guard.locked_until is not None and guard.locked_until > now)
-
-
 @dataclass
 class SignInService:
     session: Session
     settings: Settings
     clock: Clock
     audit: Auditor
-    shared: SharedState
     hasher: SecretHasher
     digester: SecretDigester
     otp: OtpVerifier
     sessions: SessionService
     directory: DirectoryService
+    attempts: Attempts
     _flows: dict[str, Flow] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
@@ -129,80 +110,29 @@ class SignInService:
             self.session, self.settings, self.clock, self.audit, self.digester
         )
 
-    # -- throttling -----------------------------------------------------------
-
-    def _address_key(self, client: Client) -> str:
-        return f"signin:address:{client.address}"
-
-    def _check_address(self, client: Client) -> None:
-        window = self.settings.signin.address_window_seconds
-        key = self._address_key(client)
-        if self.shared.count(key, window) >= self.settings.signin.address_failures_per_window:
-            self.audit.record("signin:throttled", "refused", detail={"scope": "address"})
-            self.session.commit()
-            raise TooManyAttempts(self.shared.retry_after(key, window))
+    # -- failures ---------------------------------------------------------------
 
     def _fail(
         self, client: Client, person: Person | None, stage: str, why: str, *, count: bool
     ) -> SignInFailed:
         """Count and audit a failure; return the one error every failure raises."""
-        self.shared.hit(self._address_key(client), self.settings.signin.address_window_seconds)
-        detail: dict[str, object] = {"reason": why}
-        if person is not None and count:
-            self._count_failure(person)
-        self.audit.record(
-            f"signin:{stage}:failure",
-            "failure",
-            subject_type="person" if person else None,
-            subject_id=person.id if person else None,
-            detail=detail,
-            actor_id=person.id if person else None,
-            actor_label=person.username if person else None,
+        self.attempts.failed(
+            client, person, f"signin:{stage}:failure", {"reason": why}, count=count
         )
-        self.session.commit()
         return SignInFailed()
-
-    def _count_failure(self, person: Person) -> None:
-        now = self.clock.now()
-        guard = guard_for(self.session, person.id)
-        guard.consecutive_failures += 1
-        guard.last_failure_at = now
-        rules = self.settings.signin
-        if (
-            guard.consecutive_failures >= rules.permanent_lockout_after
-            and not guard.locked_permanently
-        ):
-            guard.locked_permanently = True
-            self.audit.record(
-                "signin:lockout:permanent",
-                subject_type="person",
-                subject_id=person.id,
-                detail={"consecutive_failures": guard.consecutive_failures},
-            )
-        elif guard.consecutive_failures >= rules.lockout_threshold and not is_locked(guard, now):
-            guard.lock_count += 1
-            minutes = rules.lockout_minutes * 2 ** (guard.lock_count - 1)
-            guard.locked_until = now + timedelta(minutes=minutes)
-            self.audit.record(
-                "signin:lockout",
-                subject_type="person",
-                subject_id=person.id,
-                detail={"minutes": minutes, "consecutive_failures": guard.consecutive_failures},
-            )
 
     # -- step 1 ---------------------------------------------------------------
 
     def begin(self, username: str, password: str, client: Client) -> str:
         """Check username and password; return the token of the second step."""
-        self._check_address(client)
+        self.attempts.check_address(client, "signin")
         person = self.directory.person_by_username(username) if username else None
         credential = self.session.get(PasswordCredential, person.id) if person else None
         password_ok = self.hasher.verify(credential.hash if credential else None, password)
         if person is None:
             raise self._fail(client, None, "password", "unknown username", count=False)
         now = self.clock.now()
-        guard = guard_for(self.session, person.id)
-        if is_locked(guard, now):
+        if self.attempts.locked(person):
             raise self._fail(client, person, "password", "account locked", count=True)
         if not password_ok or credential is None:
             raise self._fail(client, person, "password", "wrong password", count=True)
@@ -262,7 +192,7 @@ class SignInService:
         """Check the token code and PIN; start a session with its assurance."""
 
         def token_code(person: Person) -> _Factor:
-            used = self._verify_code(person, code)
+            used = self.verify_code(person, code)
             if used is None:
                 raise _Refused("wrong or reused token code", count=True)
             factor = factor_of_token(used.form)
@@ -328,7 +258,7 @@ class SignInService:
         """The second step whatever the factor: the flow is used up, the PIN,
         the lock and the person's access are checked alike, and every refusal
         is the same `SignInFailed`."""
-        self._check_address(client)
+        self.attempts.check_address(client, "signin")
         flow = self.pending_flow(flow_token)
         if flow is None:
             raise FlowExpired()
@@ -337,12 +267,11 @@ class SignInService:
         pin_row = self.session.get(PinCredential, person.id)
         pin_ok = self.hasher.verify(pin_row.hash if pin_row else None, pin) and pin_row is not None
         now = self.clock.now()
-        guard = guard_for(self.session, person.id)
         if flow.epoch != person.security_epoch:
             raise self._fail(
                 client, person, "second_factor", "access ended during sign-in", count=False
             )
-        if is_locked(guard, now):
+        if self.attempts.locked(person):
             raise self._fail(client, person, "second_factor", "account locked", count=True)
         if not pin_ok:
             raise self._fail(client, person, "second_factor", "wrong PIN", count=True)
@@ -358,9 +287,7 @@ class SignInService:
         assert pin_row is not None
         if self.hasher.needs_rehash(pin_row.hash):
             pin_row.hash = self.hasher.hash(pin)
-        guard.consecutive_failures = 0
-        guard.lock_count = 0
-        guard.locked_until = None
+        self.attempts.succeeded(person)
         token, record = self.sessions.start(
             person,
             acr=factor.acr,
@@ -414,7 +341,7 @@ class SignInService:
         """Check a security key and the PIN for a live session and raise the
         session's acr to level 3 and its amr by the methods used. Failures are
         the uniform `SignInFailed`, counted against the account like any other."""
-        self._check_address(client)
+        self.attempts.check_address(client, "signin")
         digest = self.digester.digest(flow_token) if flow_token else ""
         flow = self.session.scalar(select(Flow).where(Flow.digest == digest)) if digest else None
         if (
@@ -428,13 +355,11 @@ class SignInService:
             raise FlowExpired()
         flow.finished_at = self.clock.now()
         person = self.directory.person(record.person_id)
-        now = self.clock.now()
-        guard = guard_for(self.session, person.id)
         pin_row = self.session.get(PinCredential, person.id)
         pin_ok = self.hasher.verify(pin_row.hash if pin_row else None, pin) and pin_row is not None
         if record.ended_at is not None or flow.epoch != person.security_epoch:
             raise self._fail(client, person, "step_up", "session ended", count=False)
-        if is_locked(guard, now):
+        if self.attempts.locked(person):
             raise self._fail(client, person, "step_up", "account locked", count=True)
         if not pin_ok:
             raise self._fail(client, person, "step_up", "wrong PIN", count=True)
@@ -446,9 +371,7 @@ class SignInService:
             raise self._fail(
                 client, person, "step_up", refused.reason, count=refused.count
             ) from refused
-        guard.consecutive_failures = 0
-        guard.lock_count = 0
-        guard.locked_until = None
+        self.attempts.succeeded(person)
         before = record.acr
         record.acr = acr_for_level(3, self.settings.assurance)
         record.amr = merge_amr(record.amr, [HARDWARE_KEY, PIN])
@@ -469,7 +392,7 @@ class SignInService:
         self.session.commit()
         return record
 
-    def _verify_code(self, person: Person, code: str) -> OtpToken | None:
+    def verify_code(self, person: Person, code: str) -> OtpToken | None:
         tokens = self.session.scalars(
             select(OtpToken).where(
                 OtpToken.person_id == person.id, OtpToken.state == TokenState.ACTIVE
@@ -489,7 +412,7 @@ class SignInService:
         guard.consecutive_failures = 0
         guard.lock_count = 0
         guard.locked_until = None
-        guard.locked_permanently = False
+        guard.locked_permanently = False  # only an admin lifts this one
         self.audit.record("signin:unlocked", subject_type="person", subject_id=person.id)
 
     def lock_states(self, person_ids: list[int]) -> dict[int, str]:

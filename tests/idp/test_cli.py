@@ -23,9 +23,9 @@ from idp.cli import main
 from idp.container import Container
 from idp.demo import DEMO_PEOPLE
 from tests.conftest import make_settings
+from tokens.attempts import Client
 from tokens.errors import SignInFailed
 from tokens.models import SignInGuard
-from tokens.signin import Client
 from vetting.models import Application, Decision
 
 SECRET = re.compile(r"\b[A-Z2-7]{32}\b")

@@ -20,9 +20,9 @@ from idp.app import create_app
 from idp.container import Container
 from tests.factories import World, sign_in
 from tests.idp.conftest import Browser, audit_count, gov_date, text_of
+from tokens.attempts import Client
 from tokens.errors import SignInFailed
 from tokens.models import SignInGuard
-from tokens.signin import Client
 from vetting.models import Application
 
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}

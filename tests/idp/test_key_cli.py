@@ -16,9 +16,9 @@ from tests.idp.test_cli import Cli, _one_line_error
 from tests.idp.test_cli import cli as cli  # the fixture, shared
 from tests.tokens.soft_authenticator import SoftAuthenticator
 from tests.tokens.test_webauthn import register
+from tokens.attempts import Client
 from tokens.errors import SignInFailed
 from tokens.policy import Factor, PolicyService
-from tokens.signin import Client
 
 
 def test_an_operator_sets_and_shows_a_policy_and_sign_in_follows_it(

@@ -16,9 +16,9 @@ from directory.models import Accreditation, Organisation, Person, PersonStatus
 from idp.container import Container
 from tests.factories import Member, World, sign_in
 from tokens.activation import PendingToken
+from tokens.attempts import Client
 from tokens.errors import ActivationFailed, FlowExpired, TooManyAttempts, WeakSecret
 from tokens.models import LetterCode, OtpToken, PasswordCredential, PinCredential, TokenState
-from tokens.signin import Client
 
 ADDRESS = "203.0.113.30"
 PASSWORD = "marble lantern quietly 37"

@@ -25,11 +25,11 @@ from tests.tokens.pskc_files import (
     Package,
     build_pskc,
 )
+from tokens.attempts import Client
 from tokens.errors import SignInFailed
 from tokens.inventory import TokenStateConflict
 from tokens.models import OtpToken, SignInGuard, TokenEvent, TokenForm, TokenState
 from tokens.pskc import parse_pskc
-from tokens.signin import Client
 
 CLIENT = Client("203.0.113.20", "pytest")
 OPERATOR = Principal(0, "cli:test", (Grant(0, Role.PLATFORM_ADMIN),))

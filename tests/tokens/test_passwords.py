@@ -18,6 +18,7 @@ from core.settings import Argon2Settings, PasswordSettings, load_settings
 from idp.container import Container
 from tests.conftest import FAST_ARGON2, make_settings
 from tests.factories import World
+from tokens.attempts import Client
 from tokens.errors import SignInFailed, WeakSecret
 from tokens.models import PasswordCredential, PinCredential
 from tokens.passwords import (
@@ -28,7 +29,6 @@ from tokens.passwords import (
     password_problems,
     pin_problems,
 )
-from tokens.signin import Client
 
 RULES = PasswordSettings(min_length=12, max_length=128)
 CLIENT = Client("203.0.113.20", "pytest")

@@ -18,10 +18,10 @@ from core.outbox import Letter
 from directory.models import Organisation, PersonStatus, Role
 from idp.container import Container
 from tests.factories import Member, World, sign_in
+from tokens.attempts import Client, guard_for
 from tokens.errors import FlowExpired, SignInFailed, TooManyAttempts, WeakSecret
 from tokens.models import AuthenticatorPolicy, Flow, LetterCode, SignInGuard
 from tokens.resets import NEW_SECRET_MINUTES, RESET_CODE_DAYS, ResetFailed, ResetKind
-from tokens.signin import Client, guard_for
 
 CLIENT = Client("203.0.113.21", "pytest")
 NEW_PIN = "735104"

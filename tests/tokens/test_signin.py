@@ -18,9 +18,9 @@ from directory.models import Accreditation, Organisation, PersonStatus, Role
 from idp.container import Container
 from tests.conftest import make_settings
 from tests.factories import Member, World, sign_in
+from tokens.attempts import Client, guard_for
 from tokens.errors import FlowExpired, SignInFailed, TooManyAttempts
 from tokens.models import AuthSession, SignInGuard
-from tokens.signin import Client, guard_for
 
 CLIENT = Client("203.0.113.9", "pytest")
 OTHER_CLIENT = Client("198.51.100.77", "pytest")

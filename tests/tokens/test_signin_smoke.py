@@ -4,8 +4,8 @@ import pytest
 
 from idp.container import Container
 from tests.factories import World
+from tokens.attempts import Client
 from tokens.errors import SignInFailed
-from tokens.signin import Client
 
 CLIENT = Client("203.0.113.9", "pytest")
 

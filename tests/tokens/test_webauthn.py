@@ -17,10 +17,11 @@ from idp.container import Container
 from tests.factories import Member, World, sign_in
 from tests.tokens.soft_authenticator import SoftAuthenticator
 from tokens.assurance import level_of, meets, merge_amr
+from tokens.attempts import Client
 from tokens.errors import FlowExpired, SignInFailed
 from tokens.models import AuthenticatorPolicy, AuthSession, SecurityKey, SignInGuard
 from tokens.policy import DEFAULT_POLICY, EffectivePolicy, Factor, strictest
-from tokens.signin import Client, SignedIn
+from tokens.signin import SignedIn
 from tokens.webauthn import KeyNotAllowed, KeyNotFound, KeyRegistrationFailed, RelyingParty
 
 CLIENT = Client("203.0.113.40", "pytest")

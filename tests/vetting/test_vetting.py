@@ -26,8 +26,8 @@ from directory.models import (
 )
 from idp.container import Container
 from tests.factories import Member, World, sign_in
+from tokens.attempts import Client
 from tokens.models import AuthSession
-from tokens.signin import Client
 from vetting.errors import AlreadyDecided, CannotClear, ChecksIncomplete
 from vetting.models import (
     Application,
