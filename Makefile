@@ -29,7 +29,7 @@ setup: $(STAMP) $(ASSETS)
 # Set up, migrate the SQLite default, load demo data and serve on :5000.
 run: setup
 	$(BIN)/contactpoint demo load
-	@echo "Serving on http://127.0.0.1:5000 (Ctrl+C stops it)"
+	@echo "Serving on http://localhost:5000 (Ctrl+C stops it)"
 	$(BIN)/contactpoint run --host 127.0.0.1 --port 5000
 
 # Set up with the test extras and run the whole suite (SQLite and PostgreSQL).

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import SecretDigester, new_token
-from core.errors import FieldProblem, InvalidInput
+from core.errors import Conflict, FieldProblem, InvalidInput
 from core.settings import Settings
 from core.shared_state import SharedState
 from directory.models import Person, PersonStatus
@@ -34,6 +34,7 @@ from tokens.models import (
 )
 from tokens.otp import OtpVerifier, provisioning_uri
 from tokens.passwords import SecretHasher, check_password, check_pin
+from tokens.policy import Factor, policy_for
 
 ACTIVATION = "activation"
 FLOW_MINUTES = 60
@@ -171,12 +172,30 @@ class ActivationService:
         )
         self.session.commit()
 
+    def assigned_hardware(self, flow_token: str) -> str | None:
+        """The serial of a hardware token an admin assigned for activation, if any:
+        the person then confirms that token and is offered no app token."""
+        _flow, person = self.flow(flow_token, "token")
+        return self.session.scalar(
+            select(OtpToken.serial).where(
+                OtpToken.person_id == person.id,
+                OtpToken.state == TokenState.ASSIGNED,
+                OtpToken.form == TokenForm.HARDWARE,
+            )
+        )
+
     def pending_token(self, flow_token: str) -> PendingToken:
         """The soft token being set up; created on first ask, same secret after.
 
         Soft tokens only: a hardware token assigned from the inventory keeps its
-        seed sealed for good (it is confirmed in `confirm_token` by its code)."""
+        seed sealed for good (it is confirmed in `confirm_token` by its code).
+        Refused where the person's organisation allows no app tokens."""
         _flow, person = self.flow(flow_token, "token")
+        if not policy_for(self.session, person, self.clock.today()).allows(Factor.SOFT_TOKEN):
+            raise Conflict(
+                "Your organisation does not allow authenticator apps. Ask your administrator "
+                "to assign you a hardware token, then come back to this page."
+            )
         token = self.session.scalar(
             select(OtpToken).where(
                 OtpToken.person_id == person.id,
@@ -213,6 +232,11 @@ class ActivationService:
             )
         token.state = TokenState.ACTIVE
         token.activated_at = self.clock.now()
+        if token.form is TokenForm.HARDWARE:
+            # An app token begun before the hardware one arrived is not needed.
+            for other in assigned:
+                if other is not token and other.form is TokenForm.SOFT:
+                    other.state = TokenState.REVOKED
         flow.stage = "pin"
         self.audit.record(
             "activation:token:confirmed",

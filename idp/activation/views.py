@@ -81,12 +81,22 @@ def token() -> Response | str:
             return redirect(url_for("activation.pin"))
         except InvalidInput as error:
             attach_problems(form, error)
+    hardware = web.unit().activation.assigned_hardware(flow)
+    if hardware is not None:
+        return render_template(
+            "activation/token.html", form=form, title="Set up your token", hardware=hardware
+        )
     pending = web.unit().activation.pending_token(flow)
     svg = segno.make(pending.uri, error="m").svg_inline(scale=5, title="QR code to add your token")
     qr = Markup(svg)  # noqa: S704 - segno's own markup; the URI in it is escaped by segno
     grouped = " ".join(pending.secret[i : i + 4] for i in range(0, len(pending.secret), 4))
     return render_template(
-        "activation/token.html", form=form, title="Set up your token", qr=qr, secret=grouped
+        "activation/token.html",
+        form=form,
+        title="Set up your token",
+        qr=qr,
+        secret=grouped,
+        hardware=None,
     )
 
 

@@ -387,3 +387,31 @@ def test_a_hand_made_date_with_missing_parts_is_a_field_error_not_a_crash(
         assert response.status_code == 400, parts
         assert 'href="#training-completed_on"' in error_summary(response), parts
     assert _application(container, application_id).training is None
+
+
+def test_a_newcomer_given_a_hardware_token_is_asked_for_its_code_not_shown_an_app_secret(
+    app: Flask, container: Container, world: World
+) -> None:
+    from tests.tokens.pskc_files import Package, build_pskc
+    from tokens.pskc import parse_pskc
+
+    org = world.organisation()
+    admin = world.principal(world.member(org, Role.ORGANISATION_ADMIN))
+    newcomer = world.newcomer(org)
+    code = world.unit.activation.issue_code(newcomer)
+    packages = parse_pskc(build_pskc([Package(serial="HW-ENROL-7")]), source="t.xml")
+    world.unit.inventory.import_packages(admin, org, packages, source="t.xml")
+    world.unit.inventory.assign(admin, "HW-ENROL-7", newcomer)
+    world.unit.commit()
+
+    browser = Browser(app.test_client())
+    browser.submit("/activate", {"username": newcomer.username, "code": code})
+    browser.submit(
+        "/activate/password", {"password": NEW_PASSWORD, "password_confirmation": NEW_PASSWORD}
+    )
+    page = browser.client.get("/activate/token")
+    assert page.status_code == 200
+    body = text_of(page)
+    assert "HW-ENROL-7" in body
+    assert 'id="totp-secret"' not in page.get_data(as_text=True)
+    assert "QR code to add your token" not in page.get_data(as_text=True)

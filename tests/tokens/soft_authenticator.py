@@ -63,7 +63,7 @@ class SoftCredential:
 class SoftAuthenticator:
     """One security key. `origin` is where the "browser" says the page was."""
 
-    origin: str = "http://127.0.0.1:5000"
+    origin: str = "http://localhost:5000"
     user_verification: bool = True
     counts: bool = True  # a key that keeps no counter always reports 0
     credentials: dict[bytes, SoftCredential] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from core.audit import AuditEntry
 from core.clock import FrozenClock
-from core.errors import InvalidInput, NotAllowed
+from core.errors import Conflict, InvalidInput, NotAllowed
 from directory.models import Organisation, Role
 from directory.service import Grant, Principal
 from idp.container import Container
@@ -28,7 +28,14 @@ from tests.tokens.pskc_files import (
 from tokens.attempts import Client
 from tokens.errors import SignInFailed
 from tokens.inventory import TokenStateConflict
-from tokens.models import OtpToken, SignInGuard, TokenEvent, TokenForm, TokenState
+from tokens.models import (
+    AuthenticatorPolicy,
+    OtpToken,
+    SignInGuard,
+    TokenEvent,
+    TokenForm,
+    TokenState,
+)
 from tokens.pskc import parse_pskc
 
 CLIENT = Client("203.0.113.20", "pytest")
@@ -373,10 +380,37 @@ class TestReplacement:
         with container.unit() as unit:
             flow = unit.activation.start(newcomer.username, code, "127.0.0.1")
             unit.activation.set_password(flow, "a long new password 77", "a long new password 77")
-            # The page never shows the hardware seed: a soft token is offered beside it.
-            assert unit.activation.pending_token(flow).secret.rstrip("=") != B32.rstrip("=")
+            # The page offers the assigned hardware token by serial, never its seed.
+            assert unit.activation.assigned_hardware(flow) == "ENROL1"
+            # An app token begun before the hardware token was noticed...
+            soft = unit.activation.pending_token(flow)
+            assert soft.secret.rstrip("=") != B32.rstrip("=")
             unit.activation.confirm_token(flow, hotp(0))
             assert unit.session.get(OtpToken, token.id).state is TokenState.ACTIVE  # type: ignore[union-attr]
+            # ...is revoked once the hardware token is confirmed: one token, not two.
+            pending_soft = unit.session.scalar(
+                select(OtpToken).where(OtpToken.serial == soft.serial)
+            )
+            assert pending_soft is not None and pending_soft.state is TokenState.REVOKED
+
+    def test_no_app_token_is_offered_where_the_policy_allows_none(
+        self, container: Container, world: World, org: Organisation
+    ) -> None:
+        newcomer = world.newcomer(org)
+        code = world.unit.activation.issue_code(newcomer)
+        world.unit.session.add(
+            AuthenticatorPolicy(organisation_id=org.id, allow_soft_token=False)
+        )
+        world.unit.commit()
+        with container.unit() as unit:
+            flow = unit.activation.start(newcomer.username, code, "127.0.0.1")
+            unit.activation.set_password(flow, "a long new password 77", "a long new password 77")
+            assert unit.activation.assigned_hardware(flow) is None
+            with pytest.raises(Conflict):
+                unit.activation.pending_token(flow)
+            assert unit.session.scalar(
+                select(OtpToken).where(OtpToken.person_id == newcomer.id)
+            ) is None
 
 
 class TestAuthority:

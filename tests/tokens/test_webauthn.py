@@ -128,7 +128,7 @@ def key() -> SoftAuthenticator:
 
 def test_the_relying_party_follows_the_base_url_unless_set(container: Container) -> None:
     rp = RelyingParty.from_settings(container.settings)
-    assert rp == RelyingParty("127.0.0.1", "ContactPoint", "http://127.0.0.1:5000")
+    assert rp == RelyingParty("localhost", "ContactPoint", "http://localhost:5000")
 
 
 # -- registration ----------------------------------------------------------------------
