@@ -327,11 +327,11 @@ class InventoryService:
     # -- assignment and activation -----------------------------------------------
 
     def assign(self, actor: Principal, serial: str, person: Person) -> OtpToken:
-        """Give an in-stock token to a person of the token's organisation."""
+        """Give an in-stock (or returned) token to a person of its organisation."""
         token = self.token_by_serial(actor, serial)
         self._require_admin_of(actor, token.organisation_id)
         require_admin_over(actor, person, self.clock.today())
-        if token.state is not TokenState.IN_STOCK:
+        if token.state not in (TokenState.IN_STOCK, TokenState.RETURNED):
             state = token.state.value.replace("_", " ")
             raise TokenStateConflict(f"Token {token.serial} is {state}, not in stock")
         today = self.clock.today()
@@ -496,6 +496,28 @@ class InventoryService:
         return token
 
     # -- loss -----------------------------------------------------------------
+
+    def mark_returned(self, actor: Principal, token_id: int) -> OtpToken:
+        """A token handed back (its holder left, or changed to another kind) goes
+        back into circulation: it no longer signs its holder in, and can be
+        assigned again. Only an admin of the token's organisation records this,
+        with the token in hand; a lost one that turns up counts too."""
+        token = self.token(actor, token_id)
+        self._require_admin_of(actor, token.organisation_id)
+        if token.state not in (TokenState.ASSIGNED, TokenState.ACTIVE, TokenState.LOST):
+            state = token.state.value.replace("_", " ")
+            raise TokenStateConflict(f"Token {token.serial} is {state}: it cannot be returned")
+        holder = self.directory.person(token.person_id) if token.person_id else None
+        was_active = token.state is TokenState.ACTIVE
+        token.state = TokenState.RETURNED
+        token.person_id = None
+        self._event(token, "returned", actor, former_holder=holder.id if holder else None)
+        self._audit("token:returned", token, former_holder=holder.id if holder else None)
+        if holder is not None and was_active:
+            # The sessions it opened end with it, as for a lost token.
+            self.sessions.end_all_for(holder, f"token {token.serial} returned")
+        self.session.flush()
+        return token
 
     def report_lost(self, actor: Principal, token_id: int, *, stolen: bool = False) -> OtpToken:
         """Take a token out of use at once; its holder's sessions end with it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import logout_user
+from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from core.errors import InvalidInput, NotAllowed
@@ -199,6 +200,23 @@ def lost(token_id: int) -> Response | str:
               "holder's sessions have ended. Assign them a replacement.")
         return redirect(url_for("tokens.detail", token_id=token.id))
     return render_template("tokens/lost.html", title="Report a token lost or stolen", form=form,
+                           **_context(token))
+
+
+@blueprint.route("/tokens/<int:token_id>/returned", methods=["GET", "POST"])
+@web.login_required
+def returned(token_id: int) -> Response | str:
+    """Confirm first: a returned token stops signing its holder in at once."""
+    unit = web.unit()
+    actor = web.principal()
+    token = unit.inventory.token(actor, token_id)
+    form = FlaskForm()
+    if form.validate_on_submit():
+        unit.inventory.mark_returned(actor, token.id)
+        unit.commit()
+        flash(f"Token {token.serial} is back in the inventory and can be assigned again.")
+        return redirect(url_for("tokens.detail", token_id=token.id))
+    return render_template("tokens/returned.html", title="Record a returned token", form=form,
                            **_context(token))
 
 

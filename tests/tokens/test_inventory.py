@@ -312,6 +312,68 @@ class TestLoss:
             world.unit.inventory.report_lost(world.principal(member), token.id)
 
 
+class TestReturn:
+    def test_a_returned_token_stops_signing_in_and_can_be_assigned_again(
+        self, container: Container, world: World, org: Organisation, admin: Member
+    ) -> None:
+        leaver = world.member(org)
+        hardware_only(world, leaver)
+        token = issue_hardware(world, org, admin, leaver, Package(serial="BACK1"))
+        world.unit.inventory.activate(world.principal(leaver), token.id, hotp(0))
+        world.unit.commit()
+        signed = sign_in(container, leaver, CLIENT, code=hotp(1))
+        world.unit.inventory.mark_returned(world.principal(admin), token.id)
+        world.unit.commit()
+        with container.unit() as unit:
+            # The sessions it opened end with it; it signs nobody in now.
+            assert unit.sessions.resume(signed.token) is None
+            back = unit.session.get(OtpToken, token.id)
+            assert back is not None and back.state is TokenState.RETURNED
+            assert back.person_id is None
+        with pytest.raises(SignInFailed):
+            sign_in(container, leaver, CLIENT, code=hotp(2))
+        # Back in circulation: a colleague gets it, and it works for them.
+        joiner = world.member(org)
+        hardware_only(world, joiner)
+        world.unit.inventory.assign(world.principal(admin), "BACK1", joiner.person)
+        world.unit.inventory.activate(world.principal(joiner), token.id, hotp(3))
+        world.unit.commit()
+        assert "hwk" in sign_in(container, joiner, CLIENT, code=hotp(4)).record.amr
+        assert events(container, token) == [
+            "imported", "assigned", "activated", "returned", "assigned", "activated",
+        ]
+        assert "token:returned" in audit_tags(container)
+
+    @pytest.mark.parametrize("who", ["holder", "other_admin"])
+    def test_only_an_admin_of_the_tokens_organisation_records_a_return(
+        self, who: str, world: World, org: Organisation, admin: Member
+    ) -> None:
+        holder = world.member(org)
+        token = issue_hardware(world, org, admin, holder, Package(serial="BACK2"))
+        actor = (
+            world.principal(holder)
+            if who == "holder"
+            else world.principal(world.member(world.organisation("Elsewhere"),
+                                              Role.ORGANISATION_ADMIN))
+        )
+        with pytest.raises(NotAllowed):
+            world.unit.inventory.mark_returned(actor, token.id)
+        world.unit.session.rollback()
+        world.unit.session.refresh(token)
+        assert token.state is TokenState.ASSIGNED and token.person_id == holder.person.id
+
+    def test_a_token_in_stock_or_revoked_cannot_be_returned(
+        self, world: World, org: Organisation, admin: Member
+    ) -> None:
+        (token,) = import_tokens(world, org, [Package(serial="BACK3")])
+        with pytest.raises(TokenStateConflict):
+            world.unit.inventory.mark_returned(world.principal(admin), token.id)
+        world.unit.inventory.report_lost(world.principal(admin), token.id, stolen=True)
+        world.unit.commit()
+        with pytest.raises(TokenStateConflict):
+            world.unit.inventory.mark_returned(world.principal(admin), token.id)
+
+
 class TestReplacement:
     def test_a_replacement_is_activated_with_password_pin_and_its_code(
         self, container: Container, world: World, org: Organisation, admin: Member
