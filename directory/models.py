@@ -112,6 +112,8 @@ class Position(Base):
     role: Mapped[Role] = mapped_column(_enum(Role, "role"))
     starts_on: Mapped[date] = mapped_column(Date, nullable=False)
     ends_on: Mapped[date | None] = mapped_column(Date)
+    # The service (team, practice, school) this position works in, if any.
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("service.id"), index=True)
 
     person: Mapped[Person] = relationship(back_populates="positions")
     organisation: Mapped[Organisation] = relationship(lazy="joined")

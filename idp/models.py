@@ -6,6 +6,7 @@ from __future__ import annotations
 from core import audit, outbox, shared_state
 from core.db import Base
 from directory import models as directory_models
+from directory import services_models
 from tokens import models as tokens_models
 from vetting import models as vetting_models
 
@@ -14,6 +15,7 @@ __all__ = [
     "audit",
     "directory_models",
     "outbox",
+    "services_models",
     "shared_state",
     "tokens_models",
     "vetting_models",

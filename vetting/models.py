@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from datetime import date, datetime
 
-from sqlalchemy import Boolean, Date, Enum, ForeignKey, Integer, String
+from sqlalchemy import Boolean, Date, Enum, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, UTCDateTime
@@ -24,6 +24,8 @@ def _enum(cls: type[enum.Enum], name: str) -> Enum:
 
 
 class ApplicationState(enum.StrEnum):
+    # Found in an organisation's own directory; waits for its sponsor to confirm.
+    PROPOSED = "proposed"
     SUBMITTED = "submitted"
     CLEARED = "cleared"
     REFUSED = "refused"
@@ -67,6 +69,9 @@ CHECK_LEVEL = "enhanced_with_childrens_barred_list"
 
 class Application(Base):
     __tablename__ = "vetting_application"
+    __table_args__ = (
+        UniqueConstraint("organisation_id", "source_ref", name="uq_vetting_application_source_ref"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     organisation_id: Mapped[int] = mapped_column(
@@ -80,6 +85,9 @@ class Application(Base):
     family_name: Mapped[str] = mapped_column(String(100), nullable=False)
     work_email: Mapped[str] = mapped_column(String(254), nullable=False)
     work_phone: Mapped[str | None] = mapped_column(String(40))
+    # Where a proposed application came from (for example "ldap:<entryUUID>"),
+    # so re-importing an organisation's directory proposes nobody twice.
+    source_ref: Mapped[str | None] = mapped_column(String(300))
     state: Mapped[ApplicationState] = mapped_column(
         _enum(ApplicationState, "application_state"), index=True
     )
