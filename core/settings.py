@@ -104,6 +104,22 @@ class VettingSettings:
 
 
 @dataclass(frozen=True)
+class LdapSettings:
+    """Where `contactpoint directory publish` writes. The password may sit in a
+    file (mounted from a secret store) rather than in the settings themselves."""
+
+    url: str
+    bind_dn: str
+    password: str
+    password_file: str
+    base_dn: str
+    use_starttls: bool
+    timeout_seconds: int
+    connections: int
+    page_size: int
+
+
+@dataclass(frozen=True)
 class Settings:
     service: ServiceSettings
     database: DatabaseSettings
@@ -116,6 +132,7 @@ class Settings:
     assurance: AssuranceSettings
     vetting: VettingSettings
     webauthn: WebAuthnSettings
+    ldap: LdapSettings
 
     @property
     def instance_path(self) -> Path:

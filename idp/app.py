@@ -113,6 +113,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     from idp.tokens.views import blueprint as tokens
 
     app.register_blueprint(tokens)
+    from idp.services.views import blueprint as services
+
+    app.register_blueprint(services)
     app.context_processor(web.template_context)
     return app
 

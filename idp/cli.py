@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import OperationalError
 
 from core.audit import AuditContext, verify_chain
 from core.errors import ConfigurationError, DomainError
@@ -48,6 +49,11 @@ def cli_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (DomainError, ConfigurationError) as error:
             raise click.ClickException(str(error)) from None
+        except OperationalError as error:
+            # The driver's first line says what failed (refused, timed out,
+            # authentication); the rest is a traceback nobody should read here.
+            first = str(error.orig).strip().splitlines()[0] if error.orig else "no answer"
+            raise click.ClickException(f"cannot use the database: {first}") from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -522,4 +528,5 @@ def tokens_list(org_code: str, state: str | None, page: int) -> None:
 
 
 # Command groups kept beside their own area; importing one registers it on `main`.
+from idp import directory_cli as _directory_cli  # noqa: E402, F401
 from idp.keys import cli as _keys_cli  # noqa: E402, F401

@@ -21,7 +21,10 @@ from core.db import make_engine, make_session_factory
 from core.outbox import Outbox
 from core.settings import InstanceSecrets, Settings, load_instance_secrets
 from core.shared_state import DatabaseSharedState, RedisSharedState, SharedState
+from directory.ldap_connect import LdapTarget
+from directory.ldap_publish import LdapPublisher
 from directory.service import DirectoryService
+from directory.services import ServicesService
 from tokens.activation import ActivationService
 from tokens.attempts import Attempts
 from tokens.codes import LetterCodes
@@ -123,6 +126,11 @@ class Unit:
         return DirectoryService(self.session, self.clock, self.audit)
 
     @cached_property
+    def services(self) -> ServicesService:
+        """The directory of services: search, maintenance and the CSV bulk load."""
+        return ServicesService(self.session, self.clock, self.audit, self.directory)
+
+    @cached_property
     def otp(self) -> OtpVerifier:
         return OtpVerifier(
             self.session, self.container.cipher, self.clock, self.container.settings.totp
@@ -209,6 +217,20 @@ class Unit:
             self.directory,
             self.container.hasher,
             self.attempts,
+        )
+
+    @cached_property
+    def ldap_publisher(self) -> LdapPublisher:
+        """Publishing to the server in [ldap]; the settings are checked here, on
+        first use, so a service without LDAP configured starts all the same."""
+        ldap = self.container.settings.ldap
+        return LdapPublisher(
+            self.session,
+            self.clock,
+            self.audit,
+            LdapTarget.from_settings(ldap),
+            connections=ldap.connections,
+            page_size=ldap.page_size,
         )
 
     @cached_property

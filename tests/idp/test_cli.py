@@ -259,3 +259,21 @@ def test_accounts_unlock(cli: Cli) -> None:
         assert entry is not None and (entry.actor_label or "").startswith("cli:")
 
     _one_line_error(cli("accounts", "unlock", "ghost.person"), "no person with username")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres@127.0.0.1:1/contactpoint",  # nothing listens on port 1
+        "sqlite:////nonexistent-folder/contactpoint.db",
+    ],
+)
+def test_an_unreachable_database_is_one_clear_line_not_a_traceback(
+    url: str, tmp_path: Path
+) -> None:
+    cli = Cli(url, tmp_path / "instance")
+    result = cli("audit", "verify")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot use the database:")
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1

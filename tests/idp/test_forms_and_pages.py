@@ -11,11 +11,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.routing import Rule
 
 from core.errors import NotAllowed
 from directory.models import Role
+from directory.services_models import Service
 from idp.app import create_app
 from idp.container import Container
 from tests.factories import World, sign_in
@@ -115,6 +116,20 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
             "username": admin.username, "password": admin.password, "pin": admin.pin,
             "code": admin.totp(container, 1),
         },
+        # Services: a complete service, so the token is the only thing missing.
+        "services.new": {
+            "organisation_id": str(org.id), "name": "Forged Surgery", "kind": "gp_practice",
+            "address_line1": "1 High Street", "town": "Northtown", "postcode": "NE1 4ST",
+            "phone": "0191 496 0000", "starts_on": gov_date(today),
+        },
+        "services.edit": {
+            "name": "Forged Surgery", "kind": "gp_practice", "address_line1": "1 High Street",
+            "town": "Northtown", "postcode": "NE1 4ST", "phone": "0191 496 0000",
+            "starts_on": gov_date(today),
+        },
+        "services.close": {},
+        "services.place": {"username": locked.username},
+        "services.unplace": {},
     }
     ids = {"application_id": application.id, "person_id": locked.person.id}
     before = audit_count(container)
@@ -140,12 +155,15 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
     } <= tried
     assert {"tokens.assign", "tokens.activate", "tokens.resync", "tokens.lost",
             "tokens.replacement"} <= tried
+    assert {"services.new", "services.edit", "services.close", "services.place",
+            "services.unplace"} <= tried
     # Nothing happened: no audit entry, no change, and the session survived the sign-out post.
     assert audit_count(container) == before
     with container.unit() as check:
         app_row = check.session.get(Application, application.id)
         assert app_row is not None and app_row.identity_check is None
         assert app_row.decision is None
+        assert check.session.scalar(select(func.count()).select_from(Service)) == 0
         assert check.session.scalar(
             select(Application).where(Application.family_name == "Forged")
         ) is None
@@ -177,6 +195,8 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
     assert {"keys.index", "keys.add", "keys.remove", "keys.step_up"} <= set(checked)
     assert {"tokens.inventory", "tokens.mine", "tokens.detail", "tokens.activate",
             "tokens.resync", "tokens.lost"} <= set(checked)
+    assert {"services.search", "services.detail", "services.new", "services.edit",
+            "services.close"} <= set(checked)
 
     # Forms too: with a good token but no session, every post goes to sign-in as well.
     token = browser.token("/sign-in")
@@ -195,6 +215,8 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
             "resets.request_password_reset"} <= set(posted)
     assert {"keys.add", "keys.remove", "keys.step_up"} <= set(posted)
     assert {"tokens.assign", "tokens.activate", "tokens.resync", "tokens.lost"} <= set(posted)
+    assert {"services.new", "services.edit", "services.close", "services.place",
+            "services.unplace"} <= set(posted)
 
     for public in ("/sign-in", "/activate", "/signed-out", "/healthz",
                    "/assets/govuk-frontend.min.css", "/assets-local/init.js",
