@@ -36,6 +36,7 @@ from tokens.sessions import SessionService
 from tokens.signin import SignInService
 from tokens.webauthn import SecurityKeyService
 from vetting.service import VettingService
+from vetting.staff_import import StaffImport
 
 
 class Container:
@@ -232,6 +233,10 @@ class Unit:
             connections=ldap.connections,
             page_size=ldap.page_size,
         )
+
+    @cached_property
+    def staff_import(self) -> StaffImport:
+        return StaffImport(self.session, self.clock, self.audit, self.directory)
 
     @cached_property
     def vetting(self) -> VettingService:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from core.errors import InvalidInput
@@ -20,7 +21,13 @@ from idp.vetting.forms import (
     SponsorForm,
     TrainingForm,
 )
-from vetting.models import CertificateOutcome, Confidence, Decision, IdentityMethod
+from vetting.models import (
+    ApplicationState,
+    CertificateOutcome,
+    Confidence,
+    Decision,
+    IdentityMethod,
+)
 
 blueprint = Blueprint("vetting", __name__, url_prefix="/applications")
 
@@ -94,6 +101,8 @@ def _detail(application_id: int, status: int = 200, **bound: Any) -> tuple[str, 
         is_officer=vetting.is_officer_for(actor, app),
         recorded_checks=actor.person_id in app.recorders(),
         sponsored=actor.person_id == app.sponsor_id,
+        may_confirm=app.state is ApplicationState.PROPOSED
+        and actor.has_role(Role.ORGANISATION_ADMIN, app.organisation_id),
         checks_complete=all(
             (app.identity_check, app.certificate, app.training, app.agreement)
         ),
@@ -153,6 +162,19 @@ def _record(application_id: int, name: str, form: Any, action: Any) -> Response 
         except InvalidInput as error:
             attach_problems(form, error)
     return _detail(application_id, 400, **{name: form})
+
+
+@blueprint.post("/<int:application_id>/confirm")
+@web.login_required
+def confirm(application_id: int) -> Response:
+    """The sponsor vouches for a colleague found in the organisation's own
+    directory: the proposal becomes an application, with them as sponsor."""
+    web.unit().vetting.application_for(web.principal(), application_id)
+    form = FlaskForm()
+    if form.validate_on_submit():
+        app = web.unit().staff_import.confirm(web.principal(), application_id)
+        flash(f"Application {app.id} for {app.applicant_name} is submitted for vetting")
+    return redirect(url_for("vetting.detail", application_id=application_id))
 
 
 @blueprint.post("/<int:application_id>/identity")

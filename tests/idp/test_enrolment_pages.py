@@ -415,3 +415,63 @@ def test_a_newcomer_given_a_hardware_token_is_asked_for_its_code_not_shown_an_ap
     assert "HW-ENROL-7" in body
     assert 'id="totp-secret"' not in page.get_data(as_text=True)
     assert "QR code to add your token" not in page.get_data(as_text=True)
+
+
+def _proposal(world: World, org: Organisation) -> int:
+    """A colleague found in the organisation's own directory, as import-staff leaves it."""
+    proposed = Application(
+        organisation_id=org.id,
+        sponsor_id=None,
+        founding=False,
+        role=Role.PRACTITIONER,
+        given_name="Dana",
+        family_name="Directory",
+        work_email="dana.directory@example.org",
+        state=ApplicationState.PROPOSED,
+        submitted_at=world.container.clock.now(),
+        source_ref="ldap:0f3c7a2e",
+    )
+    world.unit.session.add(proposed)
+    world.unit.commit()
+    return proposed.id
+
+
+def test_a_sponsor_confirms_a_colleague_found_in_the_organisations_directory(
+    app: Flask, container: Container, world: World
+) -> None:
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN)
+    application_id = _proposal(world, org)
+    browser = _browser(app, admin, container)
+    page = browser.client.get(f"/applications/{application_id}")
+    assert "Confirm and send for vetting" in text_of(page)
+    confirmed = browser.submit(
+        f"/applications/{application_id}/confirm", {}, page=f"/applications/{application_id}"
+    )
+    assert _location(confirmed) == f"/applications/{application_id}"
+    stored = _application(container, application_id)
+    assert stored.state is ApplicationState.SUBMITTED
+    assert stored.sponsor_id == admin.person.id
+    assert "vetting:application:submitted" in audit_tags(container)
+
+
+@pytest.mark.parametrize("who", ["other_admin", "practitioner", "platform_admin"])
+def test_nobody_but_the_organisations_sponsor_confirms_a_proposal(
+    who: str, app: Flask, container: Container, world: World
+) -> None:
+    org = world.organisation()
+    application_id = _proposal(world, org)
+    elsewhere = world.organisation("Southshire Council")
+    actor = {
+        "other_admin": lambda: world.member(elsewhere, Role.ORGANISATION_ADMIN),
+        "practitioner": lambda: world.member(org),
+        "platform_admin": lambda: world.member(elsewhere, Role.PLATFORM_ADMIN),
+    }[who]()
+    browser = _browser(app, actor, container)
+    page = f"/applications/{application_id}"
+    token_page = "/applications" if who != "platform_admin" else page
+    response = browser.submit(f"{page}/confirm", {}, page=token_page)
+    # Others' proposals do not exist for them; a platform admin sees it but is no sponsor.
+    assert response.status_code == (403 if who == "platform_admin" else 404)
+    stored = _application(container, application_id)
+    assert stored.state is ApplicationState.PROPOSED and stored.sponsor_id is None
