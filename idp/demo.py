@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from directory.errors import UnknownOrganisation
 from directory.models import Organisation, OrganisationKind, Person, Role
-from directory.service import principal_for
+from directory.service import Principal, principal_for
 from idp.container import Unit
 from tokens.models import OtpToken, TokenState
 from vetting.models import Application, CertificateOutcome, Confidence, Decision, IdentityMethod
@@ -201,23 +201,7 @@ def _vet(unit: Unit, demo: DemoPerson, org: Organisation, serial: int) -> Enrolm
         role=demo.role,
     )
     recorder = principal_for(victor, today)
-    v.record_identity_check(
-        recorder,
-        app.id,
-        confidence=evidence.confidence,
-        method=evidence.method,
-        checked_on=evidence.identity_checked_on,
-        evidence_reference=evidence.evidence_reference,
-    )
-    v.record_certificate(
-        recorder,
-        app.id,
-        certificate_number=evidence.certificate_number,
-        issued_on=evidence.certificate_issued_on,
-        outcome=evidence.certificate_outcome,
-    )
-    v.record_training(recorder, app.id, completed_on=evidence.training_completed_on)
-    v.record_agreement(recorder, app.id, signed_on=evidence.agreement_signed_on)
+    _record_checks(unit, recorder, app.id, evidence)
     enrolled = v.decide(
         principal_for(vera, today),
         app.id,
@@ -226,6 +210,30 @@ def _vet(unit: Unit, demo: DemoPerson, org: Organisation, serial: int) -> Enrolm
     )
     assert enrolled is not None
     return enrolled
+
+
+def _record_checks(
+    unit: Unit, recorder: Principal, application_id: int, evidence: FoundingEvidence
+) -> None:
+    """The four checks an officer records, from one set of demo evidence."""
+    v = unit.vetting
+    v.record_identity_check(
+        recorder,
+        application_id,
+        confidence=evidence.confidence,
+        method=evidence.method,
+        checked_on=evidence.identity_checked_on,
+        evidence_reference=evidence.evidence_reference,
+    )
+    v.record_certificate(
+        recorder,
+        application_id,
+        certificate_number=evidence.certificate_number,
+        issued_on=evidence.certificate_issued_on,
+        outcome=evidence.certificate_outcome,
+    )
+    v.record_training(recorder, application_id, completed_on=evidence.training_completed_on)
+    v.record_agreement(recorder, application_id, signed_on=evidence.agreement_signed_on)
 
 
 def _email(demo: DemoPerson) -> str:
@@ -308,20 +316,4 @@ def _pending_application(unit: Unit) -> None:
         role=Role.PRACTITIONER,
     )
     recorder = principal_for(officer, today)
-    v.record_identity_check(
-        recorder,
-        app.id,
-        confidence=evidence.confidence,
-        method=evidence.method,
-        checked_on=evidence.identity_checked_on,
-        evidence_reference=evidence.evidence_reference,
-    )
-    v.record_certificate(
-        recorder,
-        app.id,
-        certificate_number=evidence.certificate_number,
-        issued_on=evidence.certificate_issued_on,
-        outcome=evidence.certificate_outcome,
-    )
-    v.record_training(recorder, app.id, completed_on=evidence.training_completed_on)
-    v.record_agreement(recorder, app.id, signed_on=evidence.agreement_signed_on)
+    _record_checks(unit, recorder, app.id, evidence)
