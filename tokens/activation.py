@@ -22,18 +22,17 @@ from core.shared_state import SharedState
 from directory.models import Person, PersonStatus
 from directory.service import DirectoryService, access_blockers
 from tokens.codes import LetterCodes
+from tokens.credentials import store_password, store_pin
 from tokens.errors import ActivationFailed, FlowExpired, TooManyAttempts
 from tokens.models import (
     CodePurpose,
     Flow,
     OtpToken,
-    PasswordCredential,
-    PinCredential,
     TokenForm,
     TokenState,
 )
 from tokens.otp import OtpVerifier, provisioning_uri
-from tokens.passwords import SecretHasher, check_password, check_pin
+from tokens.passwords import SecretHasher
 from tokens.policy import Factor, policy_for
 
 ACTIVATION = "activation"
@@ -140,28 +139,10 @@ class ActivationService:
 
     def set_password(self, flow_token: str, password: str, confirmation: str) -> None:
         flow, person = self.flow(flow_token, "password")
-        if password != confirmation:
-            raise InvalidInput(FieldProblem("password_confirmation", "The passwords do not match"))
-        check_password(
-            password,
-            self.settings.passwords,
-            (
-                person.username,
-                person.given_name,
-                person.family_name,
-                person.work_email.split("@")[0],
-            ),
+        store_password(
+            self.session, self.hasher, self.settings.passwords, person, password, confirmation,
+            self.clock.now(),
         )
-        credential = self.session.get(PasswordCredential, person.id)
-        if credential is None:
-            self.session.add(
-                PasswordCredential(
-                    person_id=person.id, hash=self.hasher.hash(password), set_at=self.clock.now()
-                )
-            )
-        else:
-            credential.hash = self.hasher.hash(password)
-            credential.set_at = self.clock.now()
         flow.stage = "token"
         self.audit.record(
             "activation:password:set",
@@ -248,19 +229,8 @@ class ActivationService:
 
     def set_pin(self, flow_token: str, pin: str, confirmation: str) -> Person:
         flow, person = self.flow(flow_token, "pin")
-        if pin != confirmation:
-            raise InvalidInput(FieldProblem("pin_confirmation", "The PINs do not match"))
-        check_pin(pin)
-        existing = self.session.get(PinCredential, person.id)
-        if existing is None:
-            self.session.add(
-                PinCredential(
-                    person_id=person.id, hash=self.hasher.hash(pin), set_at=self.clock.now()
-                )
-            )
-        else:
-            existing.hash = self.hasher.hash(pin)
         now = self.clock.now()
+        store_pin(self.session, self.hasher, person, pin, confirmation, now)
         flow.finished_at = now
         person.status = PersonStatus.ACTIVE
         person.status_reason = "activated"

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import SecretDigester, new_token
-from core.errors import Conflict, DomainError, FieldProblem, InvalidInput, NotAllowed
+from core.errors import Conflict, DomainError, NotAllowed
 from core.outbox import Outbox
 from core.settings import Settings
 from directory.errors import UnknownPerson
@@ -46,9 +46,10 @@ from directory.models import Person, PersonStatus, Role
 from directory.service import DirectoryService, Principal, access_blockers, require_admin_over
 from tokens.attempts import Attempts, Client
 from tokens.codes import LetterCodes
+from tokens.credentials import store_password, store_pin
 from tokens.errors import FlowExpired
 from tokens.models import CodePurpose, Flow, PasswordCredential, PinCredential
-from tokens.passwords import SecretHasher, check_password, check_pin
+from tokens.passwords import SecretHasher
 from tokens.policy import factor_of_token, policy_for
 from tokens.sessions import SessionService
 from tokens.signin import SignInService
@@ -402,18 +403,8 @@ class ResetService:
     def set_new_pin(self, flow_token: str, pin: str, confirmation: str) -> Person:
         """Step 3: the new PIN. Ends every session the person has open."""
         flow, person = self._new_secret_flow(flow_token, ResetKind.PIN, NEW_PIN)
-        if pin != confirmation:
-            raise InvalidInput(FieldProblem("pin_confirmation", "The PINs do not match"))
-        check_pin(pin)
         now = self.clock.now()
-        row = self.session.get(PinCredential, person.id)
-        if row is None:
-            self.session.add(
-                PinCredential(person_id=person.id, hash=self.hasher.hash(pin), set_at=now)
-            )
-        else:
-            row.hash = self.hasher.hash(pin)
-            row.set_at = now
+        store_pin(self.session, self.hasher, person, pin, confirmation, now)
         flow.finished_at = now
         self.sessions.end_all_for(person, "PIN reset")
         self.audit.record(
@@ -460,27 +451,10 @@ class ResetService:
         """The new password, under the same rules as at activation. Ends every
         session the person has open."""
         flow, person = self._new_secret_flow(flow_token, ResetKind.PASSWORD, NEW_PASSWORD)
-        if password != confirmation:
-            raise InvalidInput(FieldProblem("password_confirmation", "The passwords do not match"))
-        check_password(
-            password,
-            self.settings.passwords,
-            (
-                person.username,
-                person.given_name,
-                person.family_name,
-                person.work_email.split("@")[0],
-            ),
-        )
         now = self.clock.now()
-        row = self.session.get(PasswordCredential, person.id)
-        if row is None:
-            self.session.add(
-                PasswordCredential(person_id=person.id, hash=self.hasher.hash(password), set_at=now)
-            )
-        else:
-            row.hash = self.hasher.hash(password)
-            row.set_at = now
+        store_password(
+            self.session, self.hasher, self.settings.passwords, person, password, confirmation, now
+        )
         flow.finished_at = now
         self.sessions.end_all_for(person, "password reset")
         self.audit.record(
