@@ -31,6 +31,7 @@ from tokens.codes import LetterCodes
 from tokens.inventory import InventoryService
 from tokens.otp import OtpVerifier
 from tokens.passwords import SecretHasher
+from tokens.policy import PolicyService
 from tokens.resets import ResetService
 from tokens.sessions import SessionService
 from tokens.signin import SignInService
@@ -237,6 +238,10 @@ class Unit:
     @cached_property
     def staff_import(self) -> StaffImport:
         return StaffImport(self.session, self.clock, self.audit, self.directory)
+
+    @cached_property
+    def policies(self) -> PolicyService:
+        return PolicyService(self.session, self.audit)
 
     @cached_property
     def vetting(self) -> VettingService:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from govuk_frontend_wtf.wtforms_widgets import (
+    GovCheckboxesInput,
     GovPasswordInput,
     GovRadioInput,
     GovSubmitInput,
     GovTextInput,
 )
-from wtforms import PasswordField, RadioField, StringField, SubmitField
+from wtforms import PasswordField, RadioField, SelectMultipleField, StringField, SubmitField
 from wtforms.validators import InputRequired, Length
 
 
@@ -85,3 +86,36 @@ class ReplacementForm(FlaskForm):  # type: ignore[misc]
         validators=[InputRequired("Enter the code your new token shows"), Length(max=12)],
     )
     submit = SubmitField("Activate new token", widget=GovSubmitInput())
+
+
+class PolicyForm(FlaskForm):  # type: ignore[misc]
+    allowed = SelectMultipleField(
+        "Which authenticators may your people sign in with?",
+        choices=[
+            ("soft_token", "Authenticator app (soft token)"),
+            ("hardware_token", "Hardware token"),
+            ("security_key", "Security key (phishing-resistant, level 3)"),
+        ],
+        widget=GovCheckboxesInput(),
+        validators=[InputRequired("Choose at least one authenticator")],
+    )
+    attestation = RadioField(
+        "Security keys",
+        choices=[
+            ("none", "Accept any security key"),
+            ("direct", "Only keys that prove their make and model (attestation)"),
+        ],
+        widget=GovRadioInput(),
+        validators=[InputRequired("Choose which security keys to accept")],
+    )
+    user_verification = RadioField(
+        "Should a security key check who is using it (its own PIN or fingerprint)?",
+        choices=[
+            ("required", "Required"),
+            ("preferred", "Preferred"),
+            ("discouraged", "Not asked for"),
+        ],
+        widget=GovRadioInput(),
+        validators=[InputRequired("Choose whether keys must verify their user")],
+    )
+    submit = SubmitField("Save the policy", widget=GovSubmitInput())

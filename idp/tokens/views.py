@@ -17,9 +17,17 @@ from core.errors import InvalidInput, NotAllowed
 from directory.models import Role
 from idp import web
 from idp.forms import attach_problems
-from idp.tokens.forms import AssignForm, CodeForm, LostForm, ReplacementForm, ResyncForm
+from idp.tokens.forms import (
+    AssignForm,
+    CodeForm,
+    LostForm,
+    PolicyForm,
+    ReplacementForm,
+    ResyncForm,
+)
 from tokens.errors import SignInFailed
 from tokens.models import OtpToken, TokenState
+from tokens.policy import Factor
 
 blueprint = Blueprint("tokens", __name__)
 
@@ -78,6 +86,42 @@ def inventory() -> str:
         holders=unit.inventory.holders(page.items),
         state=state,
         labels=STATE_LABELS,
+    )
+
+
+@blueprint.route("/tokens/policy/<int:organisation_id>", methods=["GET", "POST"])
+@web.login_required
+def policy(organisation_id: int) -> Response | str:
+    """Which authenticators the organisation's people may use. The service
+    decides who may change it (its own admins, platform admins) and audits it."""
+    unit = web.unit()
+    actor = web.principal()
+    if not (actor.is_platform_admin or actor.has_role(Role.ORGANISATION_ADMIN, organisation_id)):
+        raise NotAllowed()
+    organisation = unit.directory.organisation(organisation_id)
+    current = unit.policies.get(organisation_id)
+    form = PolicyForm()
+    if form.validate_on_submit():
+        try:
+            unit.policies.set(
+                actor,
+                organisation_id,
+                allowed=frozenset(Factor(value) for value in form.allowed.data or []),
+                attestation=form.attestation.data or "",
+                user_verification=form.user_verification.data or "",
+            )
+            unit.commit()
+            flash(f"The authenticator policy of {organisation.name} is saved; it applies "
+                  "from each person's next sign-in.")
+            return redirect(url_for("tokens.policy", organisation_id=organisation_id))
+        except InvalidInput as error:
+            attach_problems(form, error)
+    elif not form.is_submitted():
+        form.allowed.data = sorted(f.value for f in current.allowed)
+        form.attestation.data = current.attestation
+        form.user_verification.data = current.user_verification
+    return render_template(
+        "tokens/policy.html", title="Authenticator policy", form=form, organisation=organisation
     )
 
 

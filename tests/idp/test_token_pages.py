@@ -8,6 +8,7 @@ import base64
 
 import pyotp
 import pytest
+from flask import Flask
 from sqlalchemy import select
 
 from directory.models import Organisation, Role
@@ -16,7 +17,7 @@ from idp.container import Container
 from tests.factories import Member, World
 from tests.idp.conftest import Browser, text_of
 from tests.tokens.pskc_files import Package, build_pskc
-from tokens.models import OtpToken, TokenState
+from tokens.models import AuthenticatorPolicy, OtpToken, TokenState
 from tokens.pskc import parse_pskc
 
 OPERATOR = Principal(0, "cli:test", (Grant(0, Role.PLATFORM_ADMIN),))
@@ -192,3 +193,57 @@ def test_no_page_shows_or_changes_another_organisations_tokens(
     assert practitioner.sign_in(member, container).status_code == 302
     assert practitioner.client.get("/tokens").status_code == 403
     assert practitioner.client.get(f"/tokens/{token.id}").status_code == 403
+
+
+def test_an_organisation_admin_sets_the_authenticator_policy_on_its_page(
+    app: Flask, container: Container, world: World
+) -> None:
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN)
+    browser = Browser(app.test_client())
+    assert browser.sign_in(admin, container).status_code == 302
+    page = f"/tokens/policy/{org.id}"
+    shown = browser.client.get(page)
+    assert shown.status_code == 200
+    saved = browser.submit(
+        page,
+        {"allowed": ["hardware_token", "security_key"], "attestation": "direct",
+         "user_verification": "required"},
+    )
+    assert saved.status_code == 302
+    with container.unit() as unit:
+        row = unit.session.get(AuthenticatorPolicy, org.id)
+        assert row is not None
+        assert (row.allow_soft_token, row.allow_hardware_token, row.allow_security_key) == (
+            False, True, True,
+        )
+        assert (row.attestation, row.user_verification) == ("direct", "required")
+    # Nothing allowed at all is refused with a field error, and nothing changes.
+    refused = browser.submit(page, {"attestation": "none", "user_verification": "preferred"})
+    assert refused.status_code == 200
+    assert "Choose at least one authenticator" in refused.get_data(as_text=True)
+    with container.unit() as unit:
+        row = unit.session.get(AuthenticatorPolicy, org.id)
+        assert row is not None and row.allow_soft_token is False and row.attestation == "direct"
+
+
+@pytest.mark.parametrize("who", ["other_admin", "practitioner"])
+def test_nobody_else_sees_or_sets_an_organisations_policy(
+    who: str, app: Flask, container: Container, world: World
+) -> None:
+    org = world.organisation()
+    other = world.organisation("Southshire Council")
+    actor = (
+        world.member(other, Role.ORGANISATION_ADMIN) if who == "other_admin" else world.member(org)
+    )
+    browser = Browser(app.test_client())
+    assert browser.sign_in(actor, container).status_code == 302
+    page = f"/tokens/policy/{org.id}"
+    assert browser.client.get(page).status_code == 403
+    posted = browser.submit(
+        page, {"allowed": ["soft_token"], "attestation": "none", "user_verification": "preferred"},
+        page="/tokens/mine",
+    )
+    assert posted.status_code == 403
+    with container.unit() as unit:
+        assert unit.session.get(AuthenticatorPolicy, org.id) is None
