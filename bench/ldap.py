@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +34,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, delete, insert, select, text, update
+from sqlalchemy import delete, insert, select, update
 
 from core.audit import (
     AuditContext,
@@ -45,7 +46,7 @@ from directory.ldap_connect import LdapTarget
 from directory.ldap_publish import LdapPublisher
 from directory.models import Organisation, Person, Position
 from directory.services_models import LdapPublication, LdapRun, Service
-from idp.database import upgrade
+from idp.database import scratch_database, upgrade
 from tests.ldap_server import LdapServer
 
 KINDS = ["gp_practice", "school", "health_visiting_team", "school_nursing_team", "other"]
@@ -141,13 +142,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-ldap-"))
-    dbname = None
+    scratch = ExitStack()
     if args.database_url:
-        dbname = f"cp_bench_ldap_{os.getpid()}"
-        admin = create_engine(args.database_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{dbname}"'))
-        url = args.database_url.rsplit("/", 1)[0] + f"/{dbname}"
+        url, _name = scratch.enter_context(scratch_database(args.database_url, "cp_bench_ldap"))
     else:
         url = f"sqlite:///{work / 'bench.db'}"
     engine = make_engine(url)
@@ -197,9 +194,7 @@ def main() -> None:
               )
     engine.dispose()
     shutil.rmtree(work, ignore_errors=True)  # the SQLite file and slapd data: gigabytes at 390k
-    if dbname:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)'))
+    scratch.close()  # drops the scratch PostgreSQL database, if one was made
 
 
 if __name__ == "__main__":

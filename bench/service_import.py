@@ -18,19 +18,17 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import platform
 import secrets
 import sys
 import tempfile
 import time
-import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 
-from sqlalchemy import create_engine, text
 
 from core.audit import AuditContext
 from core.clock import FrozenClock
@@ -40,7 +38,7 @@ from directory.models import OrganisationKind, Role
 from directory.service import Grant, Principal
 from directory.services import CSV_COLUMNS
 from idp.container import Container
-from idp.database import upgrade
+from idp.database import scratch_database, upgrade
 
 OPERATOR = Principal(0, "cli:bench", (Grant(0, Role.PLATFORM_ADMIN),))
 KINDS = ("gp_practice", "school", "health_visiting_team", "school_nursing_team",
@@ -102,28 +100,14 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=25_000)
     parser.add_argument("--organisations", type=int, default=150)
     args = parser.parse_args()
-    dropping: tuple[str, str] | None = None
-    with tempfile.TemporaryDirectory(prefix="cp-bench-services-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cp-bench-services-") as tmp, ExitStack() as stack:
         if args.database_url:
-            name = f"cp_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(args.database_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            admin.dispose()
-            url = args.database_url.rsplit("/", 1)[0] + f"/{name}"
-            dropping = (args.database_url, name)
+            url, _name = stack.enter_context(scratch_database(args.database_url, "cp_bench"))
             backend = "PostgreSQL"
         else:
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"
             backend = "SQLite (WAL)"
-        try:
-            rows = run(url, Path(tmp) / "instance", args.count, args.organisations)
-        finally:
-            if dropping:
-                admin = create_engine(dropping[0], isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{dropping[1]}" WITH (FORCE)'))
-                admin.dispose()
+        rows = run(url, Path(tmp) / "instance", args.count, args.organisations)
     print(f"Service CSV import of {args.count:,} rows on {backend}; "
           f"Python {platform.python_version()}, one process")
     print(f"  {'run':<52} {'rate':>16}  time")

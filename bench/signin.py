@@ -38,9 +38,9 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from http.cookies import SimpleCookie
@@ -516,17 +516,6 @@ def row(label: str, value: str, note: str = "") -> str:
     return f"  {label:<46} {value:>14}  {note}".rstrip()
 
 
-def create_pg_database(admin_url: str) -> tuple[str, str]:
-    from sqlalchemy import create_engine, text
-
-    name = f"cp_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return admin_url.rsplit("/", 1)[0] + f"/{name}", name
-
-
 class PgBackends:
     """CPU of the PostgreSQL backends serving the benchmark's database (same machine)."""
 
@@ -550,15 +539,6 @@ class PgBackends:
     def spent(before: dict[int, float], after: dict[int, float]) -> float:
         """Backends that ended in between are lost; the pool keeps them open."""
         return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
-
-
-def drop_pg_database(admin_url: str, name: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @dataclass
@@ -617,14 +597,19 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
     command = re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", command)  # no passwords printed
+    from idp.database import scratch_database
+
     instance_dir = Path(tempfile.mkdtemp(prefix="cp-bench-"))
+    scratch = ExitStack()
     pg_name = None
     backends: PgBackends | None = None
     server: Server | None = None
     rounds: list[Round] = []
     try:
         if args.database_url:
-            database_url, pg_name = create_pg_database(args.database_url)
+            database_url, pg_name = scratch.enter_context(
+                scratch_database(args.database_url, "cp_bench")
+            )
             backends = PgBackends(args.database_url, pg_name)
             database = f"postgresql, database {pg_name} (dropped afterwards)"
         else:
@@ -691,8 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_server(server)
         if backends is not None:
             backends.engine.dispose()
-        if pg_name is not None:
-            drop_pg_database(args.database_url, pg_name)
+        scratch.close()  # drops the scratch PostgreSQL database, if one was made
         if not args.keep:
             shutil.rmtree(instance_dir, ignore_errors=True)
 

@@ -33,7 +33,7 @@ import secrets
 import sys
 import tempfile
 import time
-import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 # Run as `python bench/tokens.py`, this folder comes first on sys.path and this
@@ -44,7 +44,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 import pyotp
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select, text
 
 from core.audit import AuditContext
 from core.clock import FrozenClock
@@ -53,7 +53,7 @@ from core.settings import InstanceSecrets, load_settings
 from directory.models import OrganisationKind, Role
 from directory.service import Grant, Principal
 from idp.container import Container
-from idp.database import upgrade
+from idp.database import scratch_database, upgrade
 from tokens.models import OtpToken
 from tokens.pskc import parse_pskc
 
@@ -201,29 +201,15 @@ def main() -> int:
                         help="secrets AES-128-CBC encrypted with the RFC 6030 MAC")
     parser.add_argument("--verifications", type=int, default=20_000)
     args = parser.parse_args()
-    dropping: tuple[str, str] | None = None
-    with tempfile.TemporaryDirectory(prefix="cp-bench-tokens-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cp-bench-tokens-") as tmp, ExitStack() as stack:
         if args.database_url:
-            name = f"cp_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(args.database_url, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-            admin.dispose()
-            url = args.database_url.rsplit("/", 1)[0] + f"/{name}"
-            dropping = (args.database_url, name)
+            url, _name = stack.enter_context(scratch_database(args.database_url, "cp_bench"))
             backend = "PostgreSQL"
         else:
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"
             backend = "SQLite (WAL)"
-        try:
-            rows = run(url, Path(tmp) / "instance", args.count, args.encrypted,
+        rows = run(url, Path(tmp) / "instance", args.count, args.encrypted,
                        args.verifications)
-        finally:
-            if dropping:
-                admin = create_engine(dropping[0], isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{dropping[1]}" WITH (FORCE)'))
-                admin.dispose()
     print(f"Hardware tokens on {backend}; Python {platform.python_version()}, "
           f"{os.cpu_count()} cores, one process")
     print(f"  {'measure':<52} {'rate':>14}  time")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from core.clock import FrozenClock
 from core.db import make_engine
 from core.settings import InstanceSecrets, Settings, load_settings
 from idp.container import Container, Unit
-from idp.database import upgrade
+from idp.database import scratch_database, upgrade
 from idp.models import Base
 from tests.factories import World
 
@@ -59,17 +58,12 @@ def pg_database() -> Iterator[str | None]:
     except OperationalError:
         yield None
         return
-    name = f"cp_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+    with scratch_database(PG_ADMIN_URL, "cp_test") as (url, _name):
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 _RESTART_SEQUENCES = (
