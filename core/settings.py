@@ -120,6 +120,22 @@ class LdapSettings:
 
 
 @dataclass(frozen=True)
+class OidcSettings:
+    """The OpenID Connect provider. An empty issuer means `service.base_url`."""
+
+    issuer: str
+    access_token_seconds: int
+    id_token_seconds: int
+    refresh_token_hours: int
+    code_seconds: int
+    par_seconds: int
+    default_resource: str
+    client_cache_seconds: int
+    backchannel_timeout_seconds: int
+    dpop_max_age_seconds: int
+
+
+@dataclass(frozen=True)
 class Settings:
     service: ServiceSettings
     database: DatabaseSettings
@@ -133,6 +149,7 @@ class Settings:
     vetting: VettingSettings
     webauthn: WebAuthnSettings
     ldap: LdapSettings
+    oidc: OidcSettings
 
     @property
     def instance_path(self) -> Path:
@@ -144,6 +161,10 @@ class Settings:
         if self.database.url:
             return self.database.url
         return f"sqlite:///{self.instance_path / 'contactpoint.db'}"
+
+    @property
+    def issuer(self) -> str:
+        return (self.oidc.issuer or self.service.base_url).rstrip("/")
 
     @property
     def on_loopback(self) -> bool:

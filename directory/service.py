@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from core.audit import Auditor
@@ -92,6 +92,29 @@ def access_blockers(person: Person, today: date, *, ignore_status: bool = False)
     elif not current_positions(person, today):
         reasons.append("organisation not accredited")
     return reasons
+
+
+def usable_clause(today: date) -> ColumnElement[bool]:
+    """`access_blockers(person, today) == []` as SQL, for the hot paths (token
+    refresh) that must not load a person and their positions to ask. Kept beside
+    the rule it mirrors; a test holds the two to the same answers."""
+    placed = (
+        select(Position.id)
+        .join(Organisation, Organisation.id == Position.organisation_id)
+        .where(
+            Position.person_id == Person.id,
+            Position.starts_on <= today,
+            or_(Position.ends_on.is_(None), Position.ends_on >= today),
+            Organisation.accreditation == Accreditation.ACCREDITED,
+        )
+        .exists()
+    )
+    return and_(
+        Person.status == PersonStatus.ACTIVE,
+        Person.clearance_expires_on >= today,
+        Person.training_expires_on >= today,
+        placed,
+    )
 
 
 def require_admin_over(actor: Principal, person: Person, today: date) -> None:

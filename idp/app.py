@@ -25,7 +25,8 @@ from core.errors import Conflict, DomainError, InvalidInput, NotAllowed, Service
 from core.errors import NotFound as DomainNotFound
 from core.settings import PACKAGE_ROOT, Settings, load_settings
 from idp import web
-from idp.container import Container
+from idp.container import Container, Unit
+from idp.oidc.token_endpoint import TOKEN_UNIT, TokenEndpoint
 from tokens.errors import TooManyAttempts
 
 ASSETS = PACKAGE_ROOT / "node_modules" / "govuk-frontend" / "dist" / "govuk"
@@ -53,9 +54,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     # No default /static route: idp/static is served at /assets-local, and every
     # public path is one the anonymous-access test lists on purpose.
     app = Flask(__name__, static_folder=None)
-    if settings.service.trusted_proxies > 0:
-        hops = settings.service.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.extensions["contactpoint"] = built
     app.config.update(
         SECRET_KEY=built.secrets.session_key,
@@ -92,7 +90,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     _register_request_hooks(app, built)
     # After the hooks: the unit must be open before a CSRF refusal renders its page,
     # which loads the signed-in person (before_request hooks run in this order).
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
     _register_errors(app)
     _register_assets(app)
 
@@ -116,8 +114,31 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     from idp.services.views import blueprint as services
 
     app.register_blueprint(services)
+    from idp.oidc.provider import Provider
+    from idp.oidc.views import blueprint as oidc
+
+    oidc_provider = Provider(_current_unit, settings, built.oidc_keys)
+    app.extensions["contactpoint_oidc"] = oidc_provider
+    app.wsgi_app = TokenEndpoint(  # type: ignore[method-assign]
+        app.wsgi_app, built, lambda: oidc_provider)
+    app.register_blueprint(oidc)
+    from idp.oidc.pages import blueprint as applications
+
+    app.register_blueprint(applications)
+    # Protocol endpoints: clients authenticate themselves; there is no form to forge.
+    for endpoint in ("par", "userinfo", "introspect", "revoke"):
+        csrf.exempt(f"idp.oidc.views.{endpoint}")
     app.context_processor(web.template_context)
+    if settings.service.trusted_proxies > 0:
+        # Outermost, so every layer (the token endpoint's too) sees the client's address.
+        hops = settings.service.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app
+
+
+def _current_unit() -> Unit:
+    """The unit of the token request being answered, else the Flask request's."""
+    return TOKEN_UNIT.get() or web.unit()
 
 
 def _static_fragments(app: Flask, service_name: str) -> dict[str, Markup]:

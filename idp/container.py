@@ -25,6 +25,9 @@ from directory.ldap_connect import LdapTarget
 from directory.ldap_publish import LdapPublisher
 from directory.service import DirectoryService
 from directory.services import ServicesService
+from idp.oidc.clients import ClientRegistry
+from idp.oidc.keys import KeyRotation, KeyStore
+from idp.oidc.logout import watch as watch_for_logouts
 from tokens.activation import ActivationService
 from tokens.attempts import Attempts
 from tokens.codes import LetterCodes
@@ -60,6 +63,14 @@ class Container:
         self.digester = SecretDigester(self.secrets.data_key)
         self.hasher = SecretHasher(settings.argon2)
         self._redis: redis.Redis | None = None
+        self.oidc_keys = KeyStore(self.cipher, bootstrap=self._first_signing_keys)
+        # Sessions that end here end at every relying application too.
+        watch_for_logouts(self.session_factory, self, self.oidc_keys)
+
+    def _first_signing_keys(self) -> None:
+        with self.unit(AuditContext(actor_label="system")) as unit:
+            if unit.key_rotation.ensure():
+                unit.commit()
 
     def redis_client(self) -> redis.Redis:
         if self._redis is None:
@@ -255,6 +266,18 @@ class Unit:
             self.sessions,
             self.outbox,
         )
+
+
+    @cached_property
+    def clients(self) -> ClientRegistry:
+        """Relying applications: registration, approval, secrets."""
+        return ClientRegistry(self.session, self.container.digester, self.clock, self.audit)
+
+    @cached_property
+    def key_rotation(self) -> KeyRotation:
+        settings = self.container.settings.oidc
+        longest = max(settings.access_token_seconds, settings.id_token_seconds) + 600
+        return KeyRotation(self.session, self.container.cipher, self.clock, self.audit, longest)
 
 
 def build_container(settings: Settings, **kwargs: object) -> Container:

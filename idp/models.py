@@ -7,6 +7,7 @@ from core import audit, outbox, shared_state
 from core.db import Base
 from directory import models as directory_models
 from directory import services_models
+from idp.oidc import models as oidc_models
 from tokens import models as tokens_models
 from vetting import models as vetting_models
 
@@ -14,6 +15,7 @@ __all__ = [
     "Base",
     "audit",
     "directory_models",
+    "oidc_models",
     "outbox",
     "services_models",
     "shared_state",

@@ -72,7 +72,7 @@ def policy_set(
 
 @main.group()
 def keys() -> None:
-    """People's security keys."""
+    """People's security keys, and the provider's signing keys (rotate, signing)."""
 
 
 @keys.command("list")

@@ -33,6 +33,9 @@ def start() -> Response | str | tuple[str, int]:
     form = PasswordStepForm()
     if request.method == "GET" and request.args.get("next"):
         session[NEXT_KEY] = web.safe_next(request.args.get("next"))
+    if request.method == "GET" and request.args.get("login_hint"):
+        # A relying application's OIDC login_hint: the username, typed for them.
+        form.username.data = request.args["login_hint"][:64]
     if form.validate_on_submit():
         try:
             flow = web.unit().signin.begin(

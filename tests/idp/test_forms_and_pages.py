@@ -30,6 +30,13 @@ UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 PUBLIC_PATHS = ("/sign-in", "/activate", "/signed-out", "/healthz", "/assets",
                 # Resets are for people who cannot sign in: public by nature.
                 "/reset-pin", "/reset-password")
+# The OpenID Connect provider's protocol endpoints answer relying applications, not
+# people: each authenticates its caller itself (client credentials or an access
+# token, never the session cookie), so they carry no CSRF token, and an anonymous
+# visitor gets a protocol answer rather than the sign-in page. Their own tests
+# (tests/idp/oidc/) prove each refusal; this list grows only on purpose.
+PROTOCOL_PATHS = ("/.well-known/", "/oauth2/")
+CSRF_EXEMPT = {"oidc.par", "oidc.userinfo", "oidc.introspect", "oidc.revoke"}
 
 
 def _path(rule: Rule, ids: dict[str, int]) -> str:
@@ -135,6 +142,8 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
     before = audit_count(container)
     tried = set()
     for rule in app.url_map.iter_rules():
+        if rule.endpoint in CSRF_EXEMPT:
+            continue
         for method in sorted((rule.methods or set()) & UNSAFE):
             path = _path(rule, ids)
             data = valid.get(rule.endpoint, {})
@@ -183,6 +192,8 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
     for rule in app.url_map.iter_rules():
         if "GET" not in (rule.methods or set()) or rule.rule.startswith(PUBLIC_PATHS):
             continue
+        if rule.rule.startswith(PROTOCOL_PATHS):
+            continue
         path = _path(rule, {})
         response = browser.client.get(path)
         assert response.status_code == 302, path
@@ -202,9 +213,10 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
     token = browser.token("/sign-in")
     posted = []
     for rule in app.url_map.iter_rules():
-        public = rule.rule.startswith(PUBLIC_PATHS) or rule.rule == "/sign-out"
+        public = rule.rule.startswith(PUBLIC_PATHS) or rule.rule in ("/sign-out",
+                                                                       "/oauth2/logout")
         for method in sorted((rule.methods or set()) & UNSAFE):
-            if public:
+            if public or rule.endpoint in CSRF_EXEMPT:
                 continue
             response = browser.client.open(_path(rule, {}), method=method,
                                            data={"csrf_token": token})
@@ -239,6 +251,35 @@ def test_the_public_list_is_exact(app: Flask) -> None:
         "/reset-pin/code", "/reset-pin/done", "/reset-pin/new", "/sign-in",
         "/sign-in/key", "/sign-in/token", "/signed-out",
     ]
+    protocol = sorted(
+        f"{sorted((r.methods or set()) - {'HEAD', 'OPTIONS'})} {r.rule}"
+        for r in app.url_map.iter_rules() if r.rule.startswith(PROTOCOL_PATHS)
+    )
+    assert protocol == [
+        "['GET', 'POST'] /oauth2/authorize", "['GET', 'POST'] /oauth2/logout",
+        "['GET', 'POST'] /oauth2/userinfo", "['GET'] /.well-known/jwks.json",
+        "['GET'] /.well-known/openid-configuration", "['POST'] /oauth2/introspect",
+        "['POST'] /oauth2/par", "['POST'] /oauth2/revoke",
+    ]
+    # POST /oauth2/token is answered in front of Flask (idp/oidc/token_endpoint.py).
+
+
+def test_protocol_endpoints_without_csrf_ignore_the_session_cookie(
+    app: Flask, container: Container, world: World, browser: Browser
+) -> None:
+    """A signed-in person's browser lends these endpoints no authority: a forged
+    cross-site post carries only cookies, and they answer as to a stranger."""
+    member = world.member(world.organisation())
+    assert browser.sign_in(member, container).status_code == 302
+    for path in ("/oauth2/token", "/oauth2/par", "/oauth2/introspect", "/oauth2/revoke"):
+        response = browser.client.post(path, data={"grant_type": "client_credentials",
+                                                   "token": "x", "client_id": "x"})
+        assert response.status_code in (400, 401), path
+        assert response.get_json()["error"] in ("invalid_client", "invalid_request"), path
+    assert browser.client.get("/oauth2/userinfo").status_code == 401
+    # And the consent form, which does act for the person, checks its CSRF token.
+    refused = browser.client.post("/oauth2/authorize", data={"decision": "allow"})
+    assert refused.status_code == 400 and 'data-error-id="csrf"' in text_of(refused)
 
 
 def _assert_safe_error_page(response: object, status: int) -> None:

@@ -1,0 +1,257 @@
+"""Relying applications: registered by their organisation, approved centrally.
+
+An organisation admin registers an application for their own organisation; a
+platform admin who did not register it approves it before it gets anything
+but `invalid_client`. Secrets are random, shown once, kept as a keyed digest.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.audit import Auditor
+from core.clock import Clock
+from core.crypto import SecretDigester
+from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
+from directory.models import Role
+from directory.service import Principal
+from idp.oidc.models import ClientKind, ClientStatus, OAuthClient
+
+SCOPES = ("openid", "profile", "email", "phone", "positions", "clearance", "offline_access",
+          "children.read", "admin")
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+AUTH_METHODS = ("client_secret_basic", "private_key_jwt")
+ID_TOKEN_ALGS = ("ES256", "RS256")
+
+
+@dataclass
+class Registration:
+    """What an organisation admin fills in; validated as a whole."""
+
+    organisation_id: int
+    name: str
+    redirect_uris: list[str] = field(default_factory=list)
+    post_logout_redirect_uris: list[str] = field(default_factory=list)
+    backchannel_logout_uri: str | None = None
+    auth_method: str = "client_secret_basic"
+    jwks: dict[str, object] | None = None
+    jwks_uri: str | None = None
+    scopes: list[str] = field(default_factory=lambda: ["openid", "profile"])
+    grant_types: list[str] = field(default_factory=lambda: ["authorization_code", "refresh_token"])
+    dpop_required: bool = False
+    par_required: bool = False
+    subject_type: str = "public"
+    sector_identifier: str | None = None
+    id_token_alg: str = "ES256"  # noqa: S105 - an algorithm name
+    kind: ClientKind = ClientKind.APPLICATION
+    resource_uri: str | None = None
+
+
+def _is_loopback_http(parts: object) -> bool:
+    host = getattr(parts, "hostname", None) or ""
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
+def _uri_problems(name: str, uris: list[str]) -> list[FieldProblem]:
+    """Exact, absolute https URIs (http only on loopback), no fragment: the
+    rules OAuth 2.0 Security BCP (RFC 9700) sets for redirects."""
+    problems = []
+    for index, uri in enumerate(uris):
+        parts = urlsplit(uri)
+        where = f"{name}[{index}]"
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            problems.append(FieldProblem(where, "must be an absolute https URL"))
+        elif parts.scheme == "http" and not _is_loopback_http(parts):
+            problems.append(FieldProblem(where, "must use https (http only on loopback)"))
+        elif parts.fragment:
+            problems.append(FieldProblem(where, "must not have a fragment"))
+        elif "*" in uri:
+            problems.append(FieldProblem(where, "must be exact: no wildcards"))
+    return problems
+
+
+def validate(reg: Registration) -> list[FieldProblem]:
+    problems: list[FieldProblem] = []
+    if not reg.name.strip() or len(reg.name) > 200:
+        problems.append(FieldProblem("name", "enter a name of up to 200 characters"))
+    if reg.auth_method not in AUTH_METHODS:
+        problems.append(FieldProblem("auth_method", f"must be one of {', '.join(AUTH_METHODS)}"))
+    unknown_scopes = sorted(set(reg.scopes) - set(SCOPES))
+    if unknown_scopes:
+        problems.append(FieldProblem("scopes", f"unknown scope {unknown_scopes[0]!r}"))
+    unknown_grants = sorted(set(reg.grant_types) - set(GRANT_TYPES))
+    if unknown_grants:
+        problems.append(FieldProblem("grant_types", f"unknown grant type {unknown_grants[0]!r}"))
+    if reg.kind is ClientKind.APPLICATION and not reg.grant_types:
+        problems.append(FieldProblem("grant_types", "choose at least one grant type"))
+    if "authorization_code" in reg.grant_types and not reg.redirect_uris:
+        problems.append(FieldProblem("redirect_uris", "the code flow needs a redirect URI"))
+    problems += _uri_problems("redirect_uris", reg.redirect_uris)
+    problems += _uri_problems("post_logout_redirect_uris", reg.post_logout_redirect_uris)
+    if reg.backchannel_logout_uri:
+        problems += _uri_problems("backchannel_logout_uri", [reg.backchannel_logout_uri])
+    if reg.jwks_uri:
+        problems += _uri_problems("jwks_uri", [reg.jwks_uri])
+    if reg.auth_method == "private_key_jwt":
+        if not reg.jwks and not reg.jwks_uri:
+            problems.append(FieldProblem("jwks", "private_key_jwt needs a JWKS or a jwks_uri"))
+        if reg.jwks:
+            try:
+                keys = KeySet.import_key_set(reg.jwks)  # type: ignore[arg-type]
+                if any(k.is_private for k in keys):
+                    problems.append(FieldProblem("jwks", "must hold public keys only"))
+            except (JoseError, ValueError, TypeError, KeyError):
+                problems.append(FieldProblem("jwks", "is not a valid JWK set"))
+    if reg.subject_type not in ("public", "pairwise"):
+        problems.append(FieldProblem("subject_type", "must be public or pairwise"))
+    if reg.subject_type == "pairwise":
+        hosts = {urlsplit(u).hostname for u in reg.redirect_uris}
+        if not reg.sector_identifier and len(hosts) > 1:
+            problems.append(FieldProblem(
+                "sector_identifier", "needed when the redirect URIs are on several hosts"))
+    if reg.id_token_alg not in ID_TOKEN_ALGS:
+        problems.append(FieldProblem("id_token_alg", "must be ES256 or RS256"))
+    if reg.kind is ClientKind.RESOURCE_SERVER:
+        if not reg.resource_uri:
+            problems.append(FieldProblem("resource_uri", "a resource server needs its URI"))
+        else:
+            problems += _uri_problems("resource_uri", [reg.resource_uri])
+    return problems
+
+
+def sector_of(client: OAuthClient) -> str:
+    """The pairwise sector: the registered identifier, else the redirect host."""
+    if client.sector_identifier:
+        return urlsplit(client.sector_identifier).hostname or client.sector_identifier
+    return urlsplit(client.redirect_uris[0]).hostname or client.client_id
+
+
+class ClientRegistry:
+    def __init__(self, session: Session, digester: SecretDigester, clock: Clock,
+                 audit: Auditor) -> None:
+        self.session = session
+        self.digester = digester
+        self.clock = clock
+        self.audit = audit
+
+    def get(self, client_id: str) -> OAuthClient:
+        client = self.session.scalar(select(OAuthClient).where(OAuthClient.client_id == client_id))
+        if client is None:
+            raise NotFound("No such relying application")
+        return client
+
+    def _may_manage(self, actor: Principal, client: OAuthClient) -> None:
+        if actor.is_platform_admin:
+            return
+        if not actor.has_role(Role.ORGANISATION_ADMIN, client.organisation_id):
+            raise NotAllowed()
+
+    def visible_to(self, actor: Principal) -> list[OAuthClient]:
+        query = select(OAuthClient).order_by(OAuthClient.name, OAuthClient.id)
+        if not actor.is_platform_admin:
+            orgs = actor.organisations_with(Role.ORGANISATION_ADMIN)
+            query = query.where(OAuthClient.organisation_id.in_(orgs))
+        return list(self.session.scalars(query))
+
+    def register(self, actor: Principal, reg: Registration) -> tuple[OAuthClient, str | None]:
+        """A pending client, and its secret (shown once) when it uses one."""
+        if not (actor.is_platform_admin
+                or actor.has_role(Role.ORGANISATION_ADMIN, reg.organisation_id)):
+            raise NotAllowed()
+        problems = validate(reg)
+        if reg.resource_uri and self.session.scalar(
+            select(OAuthClient.id).where(OAuthClient.resource_uri == reg.resource_uri)
+        ):
+            problems.append(FieldProblem("resource_uri", "is already registered"))
+        if problems:
+            raise InvalidInput(problems)
+        now = self.clock.now()
+        secret = None
+        client = OAuthClient(
+            client_id="cp-" + secrets.token_urlsafe(12),
+            organisation_id=reg.organisation_id,
+            name=reg.name.strip(),
+            kind=reg.kind,
+            status=ClientStatus.PENDING,
+            auth_method=reg.auth_method,
+            jwks=reg.jwks,
+            jwks_uri=reg.jwks_uri,
+            redirect_uris=list(reg.redirect_uris),
+            post_logout_redirect_uris=list(reg.post_logout_redirect_uris),
+            backchannel_logout_uri=reg.backchannel_logout_uri,
+            scopes=list(dict.fromkeys(reg.scopes)),
+            grant_types=list(dict.fromkeys(reg.grant_types)),
+            resource_uri=reg.resource_uri,
+            dpop_required=reg.dpop_required,
+            par_required=reg.par_required,
+            subject_type=reg.subject_type,
+            sector_identifier=reg.sector_identifier,
+            id_token_alg=reg.id_token_alg,
+            registered_by_id=actor.person_id or None,
+            registered_at=now,
+        )
+        if reg.auth_method == "client_secret_basic":
+            secret = secrets.token_urlsafe(32)
+            client.secret_digest = self.digester.digest(secret)
+            client.secret_set_at = now
+        self.session.add(client)
+        self.session.flush()
+        self.audit.record("oidc:client:registered", subject_type="oauth_client",
+                          subject_id=client.client_id, organisation_id=client.organisation_id,
+                          detail={"name": client.name, "kind": client.kind.value})
+        return client, secret
+
+    def approve(self, actor: Principal, client_id: str, reason: str) -> OAuthClient:
+        """Platform admins only, and never their own registration."""
+        if not actor.is_platform_admin:
+            raise NotAllowed()
+        client = self.get(client_id)
+        if client.registered_by_id == actor.person_id:
+            raise NotAllowed("Someone else must approve an application you registered")
+        if client.status is ClientStatus.APPROVED:
+            raise Conflict("The application is already approved")
+        client.status = ClientStatus.APPROVED
+        client.approved_by_id = actor.person_id or None
+        client.approved_at = self.clock.now()
+        self.audit.record("oidc:client:approved", subject_type="oauth_client",
+                          subject_id=client.client_id, organisation_id=client.organisation_id,
+                          detail={"reason": reason})
+        return client
+
+    def suspend(self, actor: Principal, client_id: str, reason: str) -> OAuthClient:
+        client = self.get(client_id)
+        self._may_manage(actor, client)
+        client.status = ClientStatus.SUSPENDED
+        self.audit.record("oidc:client:suspended", subject_type="oauth_client",
+                          subject_id=client.client_id, organisation_id=client.organisation_id,
+                          detail={"reason": reason})
+        return client
+
+    def set_first_party(self, actor: Principal, client_id: str, first_party: bool) -> OAuthClient:
+        if not actor.is_platform_admin:
+            raise NotAllowed()
+        client = self.get(client_id)
+        client.first_party = first_party
+        self.audit.record("oidc:client:first_party", subject_type="oauth_client",
+                          subject_id=client.client_id, organisation_id=client.organisation_id,
+                          detail={"first_party": first_party})
+        return client
+
+    def rotate_secret(self, actor: Principal, client_id: str) -> str:
+        client = self.get(client_id)
+        self._may_manage(actor, client)
+        if client.auth_method != "client_secret_basic":
+            raise Conflict("This application authenticates with its own keys, not a secret")
+        secret = secrets.token_urlsafe(32)
+        client.secret_digest = self.digester.digest(secret)
+        client.secret_set_at = self.clock.now()
+        self.audit.record("oidc:client:secret_rotated", subject_type="oauth_client",
+                          subject_id=client.client_id, organisation_id=client.organisation_id)
+        return secret

@@ -1,0 +1,193 @@
+"""Relying applications in the console: organisation admins register and look
+after their own; platform admins approve them and mark first-party ones."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from core.errors import FieldProblem, InvalidInput, NotAllowed
+from directory.models import Role
+from idp import web
+from idp.forms import attach_problems
+from idp.oidc.clients import Registration
+from idp.oidc.forms import ApplicationForm, ConfirmForm, ReasonForm
+from idp.oidc.models import ClientStatus, OAuthClient
+from idp.oidc.views import provider
+
+blueprint = Blueprint("applications", __name__, url_prefix="/relying-applications")
+
+
+def _lines(text: str | None) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+def _registration(form: ApplicationForm) -> Registration:
+    jwks = None
+    if form.jwks.data and form.jwks.data.strip():
+        try:
+            jwks = json.loads(form.jwks.data)
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(FieldProblem("jwks", f"is not JSON ({exc.msg})")) from None
+        if not isinstance(jwks, dict):
+            raise InvalidInput(FieldProblem("jwks", "must be a JWK set: {\"keys\": [...]}"))
+    features = set(form.features.data or [])
+    return Registration(
+        organisation_id=form.organisation_id.data,
+        name=form.name.data or "",
+        redirect_uris=_lines(form.redirect_uris.data),
+        post_logout_redirect_uris=_lines(form.post_logout_redirect_uris.data),
+        backchannel_logout_uri=(form.backchannel_logout_uri.data or "").strip() or None,
+        auth_method=form.auth_method.data or "",
+        jwks=jwks,
+        jwks_uri=(form.jwks_uri.data or "").strip() or None,
+        scopes=list(form.scopes.data or []),
+        grant_types=list(form.grant_types.data or []),
+        dpop_required="dpop_required" in features,
+        par_required="par_required" in features,
+        subject_type="pairwise" if "pairwise" in features else "public",
+        sector_identifier=(form.sector_identifier.data or "").strip() or None,
+        id_token_alg=form.id_token_alg.data or "",
+    )
+
+
+def _managed(client_id: str) -> OAuthClient:
+    unit = web.unit()
+    actor = web.principal()
+    client = unit.clients.get(client_id)
+    if not (actor.is_platform_admin
+            or actor.has_role(Role.ORGANISATION_ADMIN, client.organisation_id)):
+        raise NotAllowed()
+    return client
+
+
+@blueprint.get("")
+@web.login_required
+def index() -> str:
+    actor = web.principal()
+    if not (actor.is_platform_admin or actor.organisations_with(Role.ORGANISATION_ADMIN)):
+        raise NotAllowed()
+    unit = web.unit()
+    clients = unit.clients.visible_to(actor)
+    names = {o.id: o.name for o in unit.directory.organisations()}
+    return render_template("oidc/applications_index.html", clients=clients, names=names,
+                           title="Relying applications")
+
+
+@blueprint.route("/new", methods=["GET", "POST"])
+@web.login_required
+def new() -> Response | str | tuple[str, int]:
+    unit = web.unit()
+    actor = web.principal()
+    organisations = [o for o in unit.directory.organisations()
+                     if actor.is_platform_admin
+                     or actor.has_role(Role.ORGANISATION_ADMIN, o.id)]
+    if not organisations:
+        raise NotAllowed()
+    form = ApplicationForm()
+    form.organisation_id.choices = [(o.id, o.name) for o in organisations]
+    if form.validate_on_submit():
+        try:
+            client, secret = unit.clients.register(actor, _registration(form))
+            unit.commit()
+            # Shown in this response only: never stored in a cookie or flashed.
+            return render_template("oidc/application_secret.html", client=client,
+                                   secret=secret, title="Application registered")
+        except InvalidInput as error:
+            unit.session.rollback()
+            attach_problems(form, _on_form(error))
+    status = 400 if request.method == "POST" else 200
+    return render_template("oidc/application_form.html", form=form,
+                           title="Register a relying application"), status
+
+
+def _on_form(error: InvalidInput) -> InvalidInput:
+    """The registry names list items (redirect_uris[1]); the form has one box per
+    list, so say which line of the box is wrong."""
+    problems = []
+    for problem in error.problems:
+        match = re.fullmatch(r"(\w+)\[(\d+)\]", problem.field)
+        if match:
+            problems.append(FieldProblem(match.group(1),
+                                         f"line {int(match.group(2)) + 1} {problem.message}"))
+        elif problem.field == "subject_type":
+            problems.append(FieldProblem("features", problem.message))
+        else:
+            problems.append(problem)
+    return InvalidInput(problems)
+
+
+@blueprint.get("/<client_id>")
+@web.login_required
+def detail(client_id: str) -> str:
+    client = _managed(client_id)
+    unit = web.unit()
+    return render_template("oidc/application_detail.html", client=client,
+                           organisation=unit.directory.organisation(client.organisation_id),
+                           can_approve=web.principal().is_platform_admin
+                           and client.status is ClientStatus.PENDING,
+                           issuer=provider().issuer, title=client.name)
+
+
+@blueprint.route("/<client_id>/approve", methods=["GET", "POST"])
+@web.login_required
+def approve(client_id: str) -> Response | str:
+    client = _managed(client_id)
+    if not web.principal().is_platform_admin:
+        raise NotAllowed("Only a platform administrator approves applications")
+    form = ReasonForm()
+    if form.validate_on_submit():
+        web.unit().clients.approve(web.principal(), client_id, form.reason.data or "")
+        web.unit().commit()
+        provider().clients.forget(client_id)
+        flash(f"{client.name} is approved: it can sign people in now")
+        return redirect(url_for("applications.detail", client_id=client_id))
+    return render_template("oidc/application_confirm.html", form=form, client=client,
+                           action="approve", title=f"Approve {client.name}")
+
+
+@blueprint.route("/<client_id>/suspend", methods=["GET", "POST"])
+@web.login_required
+def suspend(client_id: str) -> Response | str:
+    client = _managed(client_id)
+    form = ReasonForm()
+    if form.validate_on_submit():
+        web.unit().clients.suspend(web.principal(), client_id, form.reason.data or "")
+        web.unit().commit()
+        provider().clients.forget(client_id)
+        flash(f"{client.name} is suspended: it gets invalid_client from now on")
+        return redirect(url_for("applications.detail", client_id=client_id))
+    return render_template("oidc/application_confirm.html", form=form, client=client,
+                           action="suspend", title=f"Suspend {client.name}")
+
+
+@blueprint.route("/<client_id>/secret", methods=["GET", "POST"])
+@web.login_required
+def rotate_secret(client_id: str) -> Response | str:
+    client = _managed(client_id)
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        secret = web.unit().clients.rotate_secret(web.principal(), client_id)
+        web.unit().commit()
+        provider().clients.forget(client_id)
+        return render_template("oidc/application_secret.html", client=client, secret=secret,
+                               title="New secret")
+    return render_template("oidc/application_confirm.html", form=form, client=client,
+                           action="rotate", title=f"Give {client.name} a new secret")
+
+
+@blueprint.route("/<client_id>/first-party", methods=["POST"])
+@web.login_required
+def first_party(client_id: str) -> Response:
+    client = _managed(client_id)
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("applications.detail", client_id=client_id))
+    web.unit().clients.set_first_party(web.principal(), client_id, not client.first_party)
+    web.unit().commit()
+    provider().clients.forget(client_id)
+    flash("Saved")
+    return redirect(url_for("applications.detail", client_id=client_id))

@@ -1,0 +1,126 @@
+"""The relying-application pages: registration by an organisation admin, approval
+by a platform admin, secrets shown once, and the refusals."""
+
+from __future__ import annotations
+
+import re
+
+from flask import Flask
+from sqlalchemy import select
+
+from directory.models import Role
+from idp.container import Container
+from idp.oidc.models import ClientStatus, OAuthClient
+from tests.factories import World
+from tests.idp.conftest import Browser, text_of
+
+FORM = {
+    "name": "Northshire case system",
+    "grant_types": ["authorization_code", "refresh_token"],
+    "redirect_uris": "https://cases.northshire.example/callback",
+    "scopes": ["openid", "profile", "positions"],
+    "auth_method": "client_secret_basic",
+    "id_token_alg": "ES256",
+}
+
+
+def _client(container: Container) -> OAuthClient | None:
+    with container.unit() as unit:
+        found = unit.session.scalars(select(OAuthClient)).first()
+        if found is not None:
+            unit.session.expunge(found)
+        return found
+
+
+def test_an_admin_registers_an_application_and_sees_its_secret_once(
+    app: Flask, container: Container, world: World, browser: Browser, another_browser: Browser
+) -> None:
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN)
+    platform = world.member(world.organisation("Platform"), Role.PLATFORM_ADMIN)
+    assert browser.sign_in(admin, container).status_code == 302
+    created = browser.submit("/relying-applications/new", {**FORM, "organisation_id": str(org.id)})
+    assert created.status_code == 200, text_of(created)[:2000]
+    secret = re.search(r'id="client-secret">([^<]+)<', text_of(created))
+    assert secret
+    client = _client(container)
+    assert client is not None and client.status is ClientStatus.PENDING
+    assert container.digester.matches(secret.group(1), client.secret_digest or "")
+    detail = text_of(browser.client.get(f"/relying-applications/{client.client_id}"))
+    assert secret.group(1) not in detail
+    assert "Approve" not in detail  # not for an organisation admin
+    assert browser.client.get(f"/relying-applications/{client.client_id}/approve"
+                              ).status_code == 403
+    forged = browser.submit(f"/relying-applications/{client.client_id}/approve",
+                            {"reason": "mine"}, page=f"/relying-applications/{client.client_id}")
+    assert forged.status_code == 403
+    # The platform admin approves it.
+    assert another_browser.sign_in(platform, container).status_code == 302
+    approved = another_browser.submit(f"/relying-applications/{client.client_id}/approve",
+                                      {"reason": "DPIA seen"})
+    assert approved.status_code == 302
+    assert _client(container).status is ClientStatus.APPROVED  # type: ignore[union-attr]
+
+
+def test_bad_registrations_say_which_line_is_wrong(
+    container: Container, world: World, browser: Browser
+) -> None:
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN)
+    assert browser.sign_in(admin, container).status_code == 302
+    response = browser.submit("/relying-applications/new", {
+        **FORM, "organisation_id": str(org.id),
+        "redirect_uris": "https://ok.example/cb\nhttp://insecure.example/cb"})
+    assert response.status_code == 400
+    assert "line 2 must use https" in text_of(response)
+    assert _client(container) is None
+
+
+def test_an_admin_of_another_organisation_or_a_practitioner_gets_nothing(
+    container: Container, world: World, browser: Browser, another_browser: Browser
+) -> None:
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN)
+    assert browser.sign_in(admin, container).status_code == 302
+    browser.submit("/relying-applications/new", {**FORM, "organisation_id": str(org.id)})
+    client = _client(container)
+    assert client is not None
+    other = world.member(world.organisation("Southshire"), Role.ORGANISATION_ADMIN)
+    assert another_browser.sign_in(other, container).status_code == 302
+    for path in (f"/relying-applications/{client.client_id}",
+                 f"/relying-applications/{client.client_id}/secret",
+                 f"/relying-applications/{client.client_id}/suspend"):
+        assert another_browser.client.get(path).status_code == 403, path
+    listing = text_of(another_browser.client.get("/relying-applications"))
+    assert client.client_id not in listing
+    # Registering for an organisation that is not theirs is not on offer, nor accepted.
+    forged = another_browser.submit("/relying-applications/new",
+                                    {**FORM, "organisation_id": str(org.id)})
+    assert forged.status_code == 400
+    practitioner = world.member(org)
+    third = Browser(another_browser.client.application.test_client())
+    assert third.sign_in(practitioner, container).status_code == 302
+    assert third.client.get("/relying-applications").status_code == 403
+    assert third.client.get("/relying-applications/new").status_code == 403
+
+
+def test_rotating_the_secret_asks_first_and_shows_the_new_one_once(
+    container: Container, world: World, browser: Browser
+) -> None:
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN)
+    assert browser.sign_in(admin, container).status_code == 302
+    first = re.search(r'id="client-secret">([^<]+)<', text_of(
+        browser.submit("/relying-applications/new", {**FORM, "organisation_id": str(org.id)})))
+    assert first
+    client = _client(container)
+    assert client is not None
+    page = browser.client.get(f"/relying-applications/{client.client_id}/secret")
+    assert "stops working at once" in text_of(page)
+    rotated = browser.submit(f"/relying-applications/{client.client_id}/secret", {})
+    second = re.search(r'id="client-secret">([^<]+)<', text_of(rotated))
+    assert second and second.group(1) != first.group(1)
+    stored = _client(container)
+    assert stored is not None
+    assert container.digester.matches(second.group(1), stored.secret_digest or "")
+    assert not container.digester.matches(first.group(1), stored.secret_digest or "")
