@@ -94,7 +94,7 @@ def access_blockers(person: Person, today: date, *, ignore_status: bool = False)
     return reasons
 
 
-def usable_clause(today: date) -> ColumnElement[bool]:
+def usable_clause(today: date | ColumnElement[date]) -> ColumnElement[bool]:
     """`access_blockers(person, today) == []` as SQL, for the hot paths (token
     refresh) that must not load a person and their positions to ask. Kept beside
     the rule it mirrors; a test holds the two to the same answers."""
