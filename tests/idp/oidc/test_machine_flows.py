@@ -427,3 +427,29 @@ def test_signing_keys_are_encrypted_at_rest(container: Container, live: str) -> 
             assert "PRIVATE KEY" not in key.private_key
             assert "d" not in key.public_jwk
     assert json.dumps(httpx.get(f"{live}/.well-known/jwks.json").json()).count('"d"') == 0
+
+
+def test_the_token_endpoint_answers_503_not_a_stack_trace_when_the_database_is_down(
+    tmp_path: object,
+) -> None:
+    from pathlib import Path
+
+    from core.settings import InstanceSecrets
+    from idp.app import create_app
+    from tests.conftest import make_settings
+
+    folder = Path(str(tmp_path))
+    settings = make_settings(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none",
+                             folder / "instance")
+    container = Container(settings, secrets=InstanceSecrets(b"k" * 32, b"d" * 32))
+    try:
+        client = create_app(container=container).test_client()
+        answer = client.post("/oauth2/token", data={"grant_type": "client_credentials"},
+                             headers={"Authorization": "Basic eDp5"})
+        assert answer.status_code == 503
+        assert answer.get_json()["error"] == "temporarily_unavailable"
+        assert answer.headers["Retry-After"] == "1"
+        assert "Traceback" not in answer.get_data(as_text=True)
+        assert "psycopg" not in answer.get_data(as_text=True)
+    finally:
+        container.dispose()
