@@ -300,11 +300,10 @@ class AdministrationService:
 
     # -- positions ------------------------------------------------------------------------
 
-    def end_position(self, actor: Principal, position_id: int, reason: str) -> Position:
-        """End a position from today: the person's access through it stops at once,
-        and if it was their last, everything they hold ends too."""
+    def position_for(self, actor: Principal, position_id: int) -> Position:
+        """A position the actor may end: in an organisation they administer, and
+        never their own."""
         position = self.session.get(Position, position_id)
-        today = self.clock.today()
         if (
             position is None
             or not may(actor, Act.END_POSITION, position.organisation_id)
@@ -313,6 +312,13 @@ class AdministrationService:
             raise self._refuse(
                 actor, Act.END_POSITION, subject_type="position", subject_id=position_id
             )
+        return position
+
+    def end_position(self, actor: Principal, position_id: int, reason: str) -> Position:
+        """End a position from today: the person's access through it stops at once,
+        and if it was their last, everything they hold ends too."""
+        position = self.position_for(actor, position_id)
+        today = self.clock.today()
         why = given_reason(reason)
         if not position.current_on(today) and position.starts_on <= today:
             raise Conflict("That position has already ended")
