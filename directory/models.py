@@ -10,7 +10,7 @@ import enum
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Date, Enum, ForeignKey, Integer, String
+from sqlalchemy import Date, Enum, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, UTCDateTime
@@ -103,6 +103,17 @@ class Person(Base):
 
 class Position(Base):
     __tablename__ = "position"
+    # Covers "who works here today" (the admin console's lists and counts) without
+    # reading the position rows themselves.
+    __table_args__ = (
+        Index(
+            "ix_position_organisation_current",
+            "organisation_id",
+            "person_id",
+            "starts_on",
+            "ends_on",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True, nullable=False)
