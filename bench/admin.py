@@ -264,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         staff = populate(engine, args.organisations, args.people, args.staff)
         if engine.dialect.name == "postgresql":
+            with engine.begin() as conn:  # ids were given: move the sequences past them
+                for table in ("organisation", "person", "position"):
+                    conn.exec_driver_sql(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
+                        f"(SELECT max(id) FROM {table}))"
+                    )
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.exec_driver_sql("ANALYZE")
         else:
