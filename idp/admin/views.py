@@ -10,7 +10,7 @@ Every destructive act has a confirmation page that asks for the reason.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from datetime import date
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -18,7 +18,7 @@ from werkzeug.wrappers import Response
 from core.errors import Conflict, InvalidInput, NotAllowed
 from directory.administration import Act, may, organisations_for
 from directory.models import Accreditation, Person, PositionRequestState, Role
-from directory.service import require_admin_over
+from directory.service import Principal, require_admin_over
 from idp import web
 from idp.admin.forms import DecisionForm, PositionRequestForm, ReasonForm
 from idp.forms import attach_problems
@@ -105,7 +105,7 @@ def person(person_id: int) -> str:
     )
 
 
-def _may_person(actor: Any, act: Act, target: Person, today: Any) -> bool:
+def _may_person(actor: Principal, act: Act, target: Person, today: date) -> bool:
     scope = organisations_for(actor, act)
     return scope is None or any(
         p.organisation_id in scope for p in target.positions if p.current_on(today)
