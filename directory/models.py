@@ -10,7 +10,7 @@ import enum
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import Date, Enum, ForeignKey, Integer, String
+from sqlalchemy import Date, Enum, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, UTCDateTime
@@ -103,6 +103,17 @@ class Person(Base):
 
 class Position(Base):
     __tablename__ = "position"
+    # Covers "who works here today" (the admin console's lists and counts) without
+    # reading the position rows themselves.
+    __table_args__ = (
+        Index(
+            "ix_position_organisation_current",
+            "organisation_id",
+            "person_id",
+            "starts_on",
+            "ends_on",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True, nullable=False)
@@ -120,3 +131,37 @@ class Position(Base):
 
     def current_on(self, day: date) -> bool:
         return self.starts_on <= day and (self.ends_on is None or day <= self.ends_on)
+
+
+class PositionRequestState(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REFUSED = "refused"
+
+
+class PositionRequest(Base):
+    """A new position (or a new role) for someone who already has an identity.
+
+    Asked for by an admin of the organisation, approved by a second person who
+    is neither the asker nor the subject: nobody grants themselves a role."""
+
+    __tablename__ = "position_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("person.id"), index=True, nullable=False)
+    organisation_id: Mapped[int] = mapped_column(
+        ForeignKey("organisation.id"), index=True, nullable=False
+    )
+    role: Mapped[Role] = mapped_column(_enum(Role, "role"))
+    reason: Mapped[str] = mapped_column(String(300), nullable=False)
+    state: Mapped[PositionRequestState] = mapped_column(
+        _enum(PositionRequestState, "position_request_state")
+    )
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("person.id"), nullable=False)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    position_id: Mapped[int | None] = mapped_column(ForeignKey("position.id"))
+
+    person: Mapped[Person] = relationship(foreign_keys=[person_id], lazy="joined")
+    organisation: Mapped[Organisation] = relationship(lazy="joined")

@@ -128,6 +128,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     # Protocol endpoints: clients authenticate themselves; there is no form to forge.
     for endpoint in ("par", "userinfo", "introspect", "revoke"):
         csrf.exempt(f"idp.oidc.views.{endpoint}")
+    from idp.admin.views import blueprint as admin
+
+    app.register_blueprint(admin)
     app.context_processor(web.template_context)
     if settings.service.trusted_proxies > 0:
         # Outermost, so every layer (the token endpoint's too) sees the client's address.

@@ -21,6 +21,8 @@ from core.db import make_engine, make_session_factory
 from core.outbox import Outbox
 from core.settings import InstanceSecrets, Settings, load_instance_secrets
 from core.shared_state import DatabaseSharedState, RedisSharedState, SharedState
+from directory.accreditation import AccreditationService
+from directory.administration import AdministrationService
 from directory.ldap_connect import LdapTarget
 from directory.ldap_publish import LdapPublisher
 from directory.service import DirectoryService
@@ -265,6 +267,21 @@ class Unit:
             self.activation,
             self.sessions,
             self.outbox,
+        )
+
+    @cached_property
+    def accreditation(self) -> AccreditationService:
+        """Organisations accredited and suspended; suspension ends access through
+        `sessions.end_all_for`, the one place that ends everything a person holds."""
+        return AccreditationService(
+            self.session, self.clock, self.audit, self.directory, self.sessions
+        )
+
+    @cached_property
+    def administration(self) -> AdministrationService:
+        """Delegated administration: the rules behind the admin console (and the API)."""
+        return AdministrationService(
+            self.session, self.clock, self.audit, self.directory, self.sessions
         )
 
 

@@ -8,7 +8,8 @@ so suspension, lapse or sign-out on any node ends it on every node at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -36,6 +37,10 @@ class SessionService:
     digester: SecretDigester
     clock: Clock
     settings: SessionSettings
+    # More of a person's access to end with their sessions (tokens issued to
+    # relying applications, back-channel logout): registered by the wiring, so
+    # every caller of `end_all_for` ends them too without knowing they exist.
+    also_end: list[Callable[[Person, str], None]] = field(default_factory=list)
 
     def start(
         self,
@@ -106,6 +111,9 @@ class SessionService:
         return record
 
     def end_all_for(self, person: Person, reason: str) -> None:
+        """THE one way to end everything a person holds, at once, on every node:
+        suspension, lapse (the sweep), an organisation's suspension, resets and
+        lost tokens all come here, so what is added to it applies to all."""
         person.security_epoch += 1
         self.session.execute(
             update(AuthSession)
@@ -113,6 +121,8 @@ class SessionService:
             .values(ended_at=self.clock.now(), ended_reason=reason)
             .execution_options(synchronize_session=False)
         )
+        for end in self.also_end:
+            end(person, reason)
 
     def open_sessions(self, person_id: int) -> list[AuthSession]:
         return list(

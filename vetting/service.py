@@ -22,6 +22,7 @@ from core.clock import Clock
 from core.errors import FieldProblem, InvalidInput, NotAllowed
 from core.outbox import Outbox
 from core.settings import Settings
+from directory.accreditation import LAPSE_PREFIX
 from directory.models import Organisation, Person, PersonStatus, Role
 from directory.service import DirectoryService, Principal, access_blockers
 from tokens.activation import ActivationService
@@ -43,7 +44,6 @@ from vetting.models import (
 
 # [0-9], not \d: \d also matches other scripts' digits (full-width, Arabic-Indic...).
 CERTIFICATE_NUMBER = re.compile(r"^[0-9]{12}$")
-LAPSE_PREFIX = "lapsed: "
 
 
 def add_years(day: date, years: int) -> date:
