@@ -20,7 +20,12 @@ from core.crypto import DataCipher, SecretDigester
 from core.db import make_engine, make_session_factory
 from core.outbox import Outbox
 from core.settings import InstanceSecrets, Settings, load_instance_secrets
-from core.shared_state import DatabaseSharedState, RedisSharedState, SharedState
+from core.shared_state import (
+    DatabaseSharedState,
+    GuardedSharedState,
+    RedisSharedState,
+    SharedState,
+)
 from directory.ldap_connect import LdapTarget
 from directory.ldap_publish import LdapPublisher
 from directory.service import DirectoryService
@@ -67,6 +72,20 @@ class Container:
                 self.settings.shared_state.redis_url, socket_timeout=2, socket_connect_timeout=2
             )
         return self._redis
+
+    def guarded(self, inner: SharedState) -> SharedState:
+        """Redis state with the settings' answer for when Redis is down (the
+        database backend needs none: without the database nothing works)."""
+        from idp.metrics import SHARED_STATE_UNAVAILABLE
+
+        chosen = self.settings.shared_state
+        return GuardedSharedState(
+            inner,
+            throttling_open=chosen.throttling_when_unavailable == "open",
+            replay_open=chosen.replay_cache_when_unavailable == "open",
+            unreachable=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+            observe=lambda kind, decision: SHARED_STATE_UNAVAILABLE.labels(kind, decision).inc(),
+        )
 
     def unit(self, context: AuditContext | None = None) -> Unit:
         return Unit(self, context or AuditContext())
@@ -116,7 +135,8 @@ class Unit:
     @cached_property
     def shared(self) -> SharedState:
         if self.container.settings.shared_state.backend == "redis":
-            return RedisSharedState(self.container.redis_client(), self.clock)
+            inner = RedisSharedState(self.container.redis_client(), self.clock)
+            return self.container.guarded(inner)
         return DatabaseSharedState(self.session, self.clock)
 
     @cached_property

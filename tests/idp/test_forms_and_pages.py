@@ -29,7 +29,9 @@ from vetting.models import Application
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 PUBLIC_PATHS = ("/sign-in", "/activate", "/signed-out", "/healthz", "/assets",
                 # Resets are for people who cannot sign in: public by nature.
-                "/reset-pin", "/reset-password")
+                "/reset-pin", "/reset-password",
+                # For load balancers and Prometheus (metrics only from allowed addresses).
+                "/readyz", "/metrics")
 
 
 def _path(rule: Rule, ids: dict[str, int]) -> str:
@@ -234,8 +236,8 @@ def test_the_public_list_is_exact(app: Flask) -> None:
     assert public == [
         "/activate", "/activate/done", "/activate/password", "/activate/pin",
         "/activate/replacement", "/activate/token",
-        "/assets-local/<path:name>", "/assets/<path:name>", "/healthz",
-        "/reset-password", "/reset-password/done", "/reset-password/new", "/reset-pin",
+        "/assets-local/<path:name>", "/assets/<path:name>", "/healthz", "/metrics",
+        "/readyz", "/reset-password", "/reset-password/done", "/reset-password/new", "/reset-pin",
         "/reset-pin/code", "/reset-pin/done", "/reset-pin/new", "/sign-in",
         "/sign-in/key", "/sign-in/token", "/signed-out",
     ]
