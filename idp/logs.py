@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from typing import Any, TextIO
 
 import structlog
@@ -36,6 +37,39 @@ def redact(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
     for key in list(event_dict):
         if key not in NOT_SENSITIVE and SENSITIVE.search(key):
             event_dict[key] = REDACTED
+    return event_dict
+
+
+def _exception_of(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple):
+        value = exc_info[1]
+        return value if isinstance(value, BaseException) else None
+    if exc_info is True:
+        return sys.exc_info()[1]
+    return None
+
+
+def safe_exc_info(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
+    """Where the error happened, without what it says: an exception's message
+    can quote anything (a value that failed to parse may be a typed PIN), so
+    only the types of the chain and the stack of frames are written."""
+    error = _exception_of(event_dict.pop("exc_info", None))
+    if error is None:
+        return event_dict
+    chain = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(type(current).__qualname__)
+        current = current.__cause__ or current.__context__
+    event_dict["exception"] = " <- ".join(chain)
+    event_dict["stack"] = [
+        f"{frame.filename}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(error.__traceback__)
+    ]
     return event_dict
 
 
@@ -74,7 +108,7 @@ def formatter(log_format: str = "json") -> logging.Formatter:
         foreign_pre_chain=_shared_processors(),
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
+            safe_exc_info,
             renderer,
         ],
     )
