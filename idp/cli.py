@@ -192,6 +192,44 @@ def serve(bind: str, workers: int, server: str) -> None:
     os.execvp(args[0], args)  # noqa: S606 - replaces this process with the server
 
 
+@main.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@cli_errors
+def backup(file: Path) -> None:
+    """Write a consistent copy of the SQLite database to FILE while the service runs."""
+    from idp import backup as backups
+
+    container = _container()
+    with _unit(container) as unit:
+        report = backups.backup(unit, file)
+    click.echo(
+        f"backup written to {report.path}: schema {report.revision}, "
+        f"{report.audit_entries} audit entries, {report.size_bytes} bytes"
+    )
+    click.echo("Keep it apart from the data key (instance/data.key): either alone is useless.")
+
+
+@main.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@cli_errors
+def restore(file: Path) -> None:
+    """Replace the SQLite database with the backup in FILE, after checking it."""
+    from idp import backup as backups
+
+    container = _container()
+    report = backups.restore(container, file)
+    with _unit(container) as unit:
+        unit.audit.record(
+            "ops:restored", detail={"file": file.name, "revision": report.revision}
+        )
+        unit.commit()
+    click.echo(
+        f"restored {report.path}: schema {report.revision}, {report.audit_entries} audit entries"
+    )
+    if backups.schema_behind(report.revision):
+        click.echo("The schema is behind this software: run `contactpoint db upgrade` next.")
+
+
 @main.group()
 def outbox() -> None:
     """Letters waiting to be posted."""

@@ -48,7 +48,7 @@ def captured() -> Iterator[io.StringIO]:
 def _session_secrets(client: FlaskClient) -> list[str]:
     """The session token and any flow tokens the signed cookie carries, and
     the cookies themselves."""
-    found = [c.value for c in client._cookies.values()]  # noqa: SLF001
+    found = [c.value for c in client._cookies.values()]
     with client.session_transaction() as session:
         found += [str(v) for v in session.values() if isinstance(v, str) and len(v) >= 16]
     return found
