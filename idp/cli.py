@@ -174,6 +174,7 @@ def serve(bind: str, workers: int, server: str) -> None:
     """Serve with a production WSGI server, one worker process per core by default."""
     count = workers or os.cpu_count() or 1
     host, _, port = bind.rpartition(":")
+    _prepare_metrics_folder()
     # The server beside this Python, so `.venv/bin/contactpoint serve` works
     # without an activated venv (PATH need not hold the venv's bin folder).
     beside = os.path.join(os.path.dirname(sys.executable), server)
@@ -181,13 +182,15 @@ def serve(bind: str, workers: int, server: str) -> None:
     if server == "granian":
         args = [
             program, "--interface", "wsgi", "--host", host or "127.0.0.1", "--port", port,
-            "--workers", str(count), "--respawn-failed-workers", "--access-log",
+            "--workers", str(count), "--respawn-failed-workers",
             "idp.wsgi:app",
         ]
     else:
         args = [
             program, "--bind", bind, "--workers", str(count), "--worker-class", "sync",
-            "--no-control-socket", "--access-logfile", "-", "idp.wsgi:app",
+            # No access log of gunicorn's own: it would write query strings. The
+            # app logs each request as JSON (route, status, time, request id).
+            "--no-control-socket", "--config", "python:idp.gunicorn_conf", "idp.wsgi:app",
         ]
     os.execvp(args[0], args)  # noqa: S606 - replaces this process with the server
 
@@ -228,6 +231,20 @@ def restore(file: Path) -> None:
     )
     if backups.schema_behind(report.revision):
         click.echo("The schema is behind this software: run `contactpoint db upgrade` next.")
+
+
+def _prepare_metrics_folder() -> None:
+    """Workers share metrics through files in PROMETHEUS_MULTIPROC_DIR (under
+    the instance folder unless set); emptied at start, as prometheus-client
+    asks, so counts of an earlier run do not linger."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        folder = str(load_settings().instance_path / "metrics")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
 
 
 @main.group()
