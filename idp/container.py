@@ -11,6 +11,8 @@ from functools import cached_property
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -68,8 +70,13 @@ class Container:
 
     def redis_client(self) -> redis.Redis:
         if self._redis is None:
+            # One immediate retry (a pooled connection may predate a Redis restart),
+            # no backoff: while Redis is down, requests are answered at once.
             self._redis = redis.Redis.from_url(
-                self.settings.shared_state.redis_url, socket_timeout=2, socket_connect_timeout=2
+                self.settings.shared_state.redis_url,
+                socket_timeout=2,
+                socket_connect_timeout=2,
+                retry=Retry(NoBackoff(), 1),
             )
         return self._redis
 
