@@ -42,6 +42,8 @@ class SharedStateSettings:
     # "closed" refuses the request (503), "open" carries on without it.
     throttling_when_unavailable: str
     replay_cache_when_unavailable: str
+    # Put before every Redis key, so that one Redis can serve several deployments.
+    redis_key_prefix: str
 
 
 @dataclass(frozen=True)

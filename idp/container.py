@@ -142,7 +142,8 @@ class Unit:
     @cached_property
     def shared(self) -> SharedState:
         if self.container.settings.shared_state.backend == "redis":
-            inner = RedisSharedState(self.container.redis_client(), self.clock)
+            prefix = self.container.settings.shared_state.redis_key_prefix
+            inner = RedisSharedState(self.container.redis_client(), self.clock, prefix)
             return self.container.guarded(inner)
         return DatabaseSharedState(self.session, self.clock)
 
