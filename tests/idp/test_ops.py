@@ -227,3 +227,27 @@ def test_each_request_has_an_id_in_the_response_and_in_its_audit_entries(
         assert len(odd.headers["X-Request-ID"]) == 32
     finally:
         built.dispose()
+
+
+def test_a_page_that_needs_an_unreachable_database_is_503_not_500(
+    container: Container, tmp_path: Path
+) -> None:
+    port = unused_port()
+    keys = InstanceSecrets(container.secrets.session_key, container.secrets.data_key)
+    nowhere = make_settings(
+        f"postgresql+psycopg://postgres@127.0.0.1:{port}/none", tmp_path / "nowhere"
+    )
+    down = Container(nowhere, secrets=keys, clock=container.clock)
+    try:
+        browser = Browser(create_app(container=down).test_client())
+        page = browser.submit("/sign-in", {"username": "someone", "password": "whatever 12345"})
+        assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+        assert 'data-error-id="unavailable"' in page.get_data(as_text=True)
+        _no_internals(main_of(page))
+        token = browser.token("/sign-in")
+        api = browser.client.post("/sign-in", data={"csrf_token": token, "username": "someone",
+                                                    "password": "whatever 12345"},
+                                  headers={"Accept": "application/json"})
+        assert _problem(api)["error_id"] == "unavailable"
+    finally:
+        down.dispose()
