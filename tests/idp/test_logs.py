@@ -34,7 +34,7 @@ WRONG_PIN = "159260"
 @pytest.fixture
 def captured() -> Iterator[io.StringIO]:
     stream = io.StringIO()
-    logs.configure_logging("DEBUG", "json", logging.StreamHandler(stream))
+    logs.configure_logging("DEBUG", "json", stream)
     engine_logger = logging.getLogger("sqlalchemy.engine")
     previous = engine_logger.level
     engine_logger.setLevel(logging.INFO)

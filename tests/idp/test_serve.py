@@ -77,7 +77,7 @@ def start_node(env: dict[str, str], log: Path, *args: str) -> Node:
             env=env, stdout=handle, stderr=subprocess.STDOUT,
         )
     node = Node(port, process, log)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited:\n{log.read_text()[-3000:]}")
@@ -87,7 +87,7 @@ def start_node(env: dict[str, str], log: Path, *args: str) -> Node:
         except OSError:
             time.sleep(0.2)
     node.stop()
-    raise AssertionError(f"server did not answer within 60 s:\n{log.read_text()[-3000:]}")
+    raise AssertionError(f"server did not answer within 120 s:\n{log.read_text()[-3000:]}")
 
 
 def migrate(env: dict[str, str]) -> None:
