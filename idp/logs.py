@@ -119,11 +119,16 @@ def formatter(log_format: str = "json") -> logging.Formatter:
 
 
 def configure_logging(
-    level: str = "INFO", log_format: str = "json", stream: TextIO | None = None
+    level: str = "INFO",
+    log_format: str = "json",
+    stream: TextIO | None = None,
+    *,
+    root: bool = True,
 ) -> None:
     """Our own events go straight from structlog to the output (a few
     microseconds a line); the standard library's records go through one
-    handler on the root logger to the same output, in the same shape."""
+    handler on the root logger to the same output, in the same shape (unless
+    `root` is false: the host process has its own logging set up)."""
     global _configured
     _OUTPUT.stream = stream
     number = logging.getLevelName(level.upper())
@@ -133,24 +138,43 @@ def configure_logging(
         logger_factory=structlog.WriteLoggerFactory(file=_OUTPUT),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    root = logging.getLogger()
-    for existing in list(root.handlers):
-        if getattr(existing, _OURS, False):
-            root.removeHandler(existing)
-    handler = logging.StreamHandler(_OUTPUT)
-    handler.setFormatter(formatter(log_format))
-    setattr(handler, _OURS, True)
-    root.addHandler(handler)
-    root.setLevel(number)
+    _remove_root_handler()
+    if root:
+        handler = logging.StreamHandler(_OUTPUT)
+        handler.setFormatter(formatter(log_format))
+        setattr(handler, _OURS, True)
+        logging.getLogger().addHandler(handler)
+        logging.getLogger().setLevel(number)
     # The development server's own request lines carry query strings; ours do not.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     _configured = True
 
 
+def _remove_root_handler() -> None:
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, _OURS, False):
+            root.removeHandler(existing)
+
+
+def unconfigure() -> None:
+    """Back to no configuration of ours (tests that configured it on purpose)."""
+    global _configured
+    _remove_root_handler()
+    _OUTPUT.stream = None
+    _configured = False
+
+
 def configure_once(settings: Settings) -> None:
     """At app creation: the settings' logging, unless this process has it already."""
     if not _configured:
-        configure_logging(settings.observability.log_level, settings.observability.log_format)
+        # As logging.basicConfig does: a process whose root logger has handlers
+        # already (a test runner, an embedding server) keeps them.
+        configure_logging(
+            settings.observability.log_level,
+            settings.observability.log_format,
+            root=not logging.getLogger().handlers,
+        )
 
 
 def get_logger(name: str) -> Any:

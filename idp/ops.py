@@ -80,6 +80,10 @@ def register(app: Flask, built: Container) -> None:
         )
         return response
 
+    @app.teardown_request
+    def forget(_error: BaseException | None) -> None:
+        structlog.contextvars.clear_contextvars()
+
     app.register_blueprint(blueprint)
     _register_unavailable(app)
 

@@ -42,7 +42,7 @@ def captured() -> Iterator[io.StringIO]:
         yield stream
     finally:
         engine_logger.setLevel(previous)
-        logs.configure_logging("INFO", "json")
+        logs.unconfigure()
 
 
 def _session_secrets(client: FlaskClient) -> list[str]:
