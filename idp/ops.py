@@ -9,6 +9,7 @@ hosts or error messages: a failing check is named, the reason is logged.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -98,16 +99,12 @@ def wants_problem_json() -> bool:
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> Response:
+    """An RFC 9457 problem document; `extra` members are extensions."""
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    response = Response(
-        _json(body), status=status, content_type="application/problem+json"
-    )
-    return response
+    return Response(_json(body), status=status, content_type="application/problem+json")
 
 
 def _json(body: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(body, sort_keys=True)
 
 
