@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from alembic.util.exc import CommandError as AlembicCommandError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
@@ -49,6 +50,10 @@ def cli_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (DomainError, ConfigurationError) as error:
             raise click.ClickException(str(error)) from None
+        except AlembicCommandError as error:
+            # Typically a schema newer than this software (an old node during a
+            # rolling upgrade): say so in one line.
+            raise click.ClickException(f"cannot migrate the database: {error}") from None
         except OperationalError as error:
             # The driver's first line says what failed (refused, timed out,
             # authentication); the rest is a traceback nobody should read here.

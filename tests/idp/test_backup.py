@@ -152,3 +152,22 @@ def test_postgresql_is_pointed_at_pg_dump(cli: Cli, database_url: str, tmp_path:
         assert refused.exit_code == 1
         assert "pg_dump" in refused.output
     assert not (tmp_path / "x.db").exists()
+
+
+def test_db_upgrade_on_a_schema_newer_than_the_software_is_one_line(
+    cli: Cli, container: Container
+) -> None:
+    """An old node during a rolling upgrade: no traceback, a reason, exit 1."""
+    from sqlalchemy import text
+
+    with container.engine.begin() as conn:
+        head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_newer'"))
+    try:
+        refused = cli("db", "upgrade")
+        assert refused.exit_code == 1
+        assert "cannot migrate the database" in refused.output and "9999_newer" in refused.output
+        assert "Traceback" not in refused.output
+    finally:
+        with container.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": head})
