@@ -153,3 +153,37 @@ def _parent(proc: Path) -> int:
         return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return -1
+
+
+def _workers(node: Node) -> set[int]:
+    return {int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _parent(p) == node.process.pid}
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_its_counts_are_kept(
+    served: tuple[Node, Path],
+) -> None:
+    node, instance = served
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert set(pool.map(lambda _: node.request("GET", "/sign-in")[0], range(20))) == {200}
+    first = _workers(node)
+    assert len(first) == 2
+    victim = min(first)
+    assert list((instance / "metrics").glob(f"gauge_livesum_{victim}.db"))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        now = _workers(node)
+        if len(now) == 2 and victim not in now:
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("gunicorn did not start a new worker")
+    # The others carry on, and what the dead worker counted still counts.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert set(pool.map(lambda _: node.request("GET", "/sign-in")[0], range(10))) == {200}
+    _status, _headers, metrics = node.request("GET", "/metrics")
+    assert _count(metrics, "signin.start") == 30
+    # Its live gauge (connections in use) no longer counts.
+    assert not list((instance / "metrics").glob(f"gauge_livesum_{victim}.db"))
