@@ -66,6 +66,9 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         engine = create_engine(
             url,
             echo=echo,
+            # Errors and logs name the statement, never its values (codes,
+            # digests, a child's name in a search).
+            hide_parameters=True,
             poolclass=NullPool if memory else QueuePool,
             **({} if memory else {"pool_size": 5, "max_overflow": 10, "pool_timeout": 10}),
         )
@@ -74,6 +77,7 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return create_engine(
         url,
         echo=echo,
+        hide_parameters=True,
         pool_pre_ping=True,
         pool_size=5,
         max_overflow=10,

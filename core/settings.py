@@ -38,6 +38,12 @@ class DatabaseSettings:
 class SharedStateSettings:
     backend: str
     redis_url: str
+    # What each kind of shared state does when its backend cannot be reached:
+    # "closed" refuses the request (503), "open" carries on without it.
+    throttling_when_unavailable: str
+    replay_cache_when_unavailable: str
+    # Put before every Redis key, so that one Redis can serve several deployments.
+    redis_key_prefix: str
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,19 @@ class OidcSettings:
 
 
 @dataclass(frozen=True)
+class ObservabilitySettings:
+    """Logs, request ids and metrics: what operators see of a running node."""
+
+    log_level: str
+    # "json" (one object a line, for collectors) or "console" (for a terminal).
+    log_format: str
+    # Take X-Request-ID from the proxy in front; otherwise every id is made here.
+    trust_request_id: bool
+    # Comma-separated addresses or networks allowed to read /metrics.
+    metrics_allowed: str
+
+
+@dataclass(frozen=True)
 class Settings:
     service: ServiceSettings
     database: DatabaseSettings
@@ -150,6 +169,7 @@ class Settings:
     webauthn: WebAuthnSettings
     ldap: LdapSettings
     oidc: OidcSettings
+    observability: ObservabilitySettings
 
     @property
     def instance_path(self) -> Path:
@@ -268,6 +288,17 @@ def load_settings(
     settings = _build(Settings, data, "")
     if settings.shared_state.backend not in {"database", "redis"}:
         raise ConfigurationError("shared_state.backend: expected 'database' or 'redis'")
+    for name in ("throttling_when_unavailable", "replay_cache_when_unavailable"):
+        if getattr(settings.shared_state, name) not in {"open", "closed"}:
+            raise ConfigurationError(f"shared_state.{name}: expected 'open' or 'closed'")
+    if settings.observability.log_format not in {"json", "console"}:
+        raise ConfigurationError("observability.log_format: expected 'json' or 'console'")
+    if settings.observability.log_level.upper() not in {
+        "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"
+    }:
+        raise ConfigurationError(
+            "observability.log_level: expected DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
     if settings.vetting.minimum_identity_confidence not in {"low", "medium", "high", "very_high"}:
         raise ConfigurationError(
             "vetting.minimum_identity_confidence: expected low, medium, high or very_high"

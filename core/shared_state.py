@@ -8,6 +8,7 @@ many nodes). A node keeps none of this in its own memory.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import Clock
 from core.db import Base, UTCDateTime
+from core.errors import ServiceUnavailable
 
 
 class SharedState(Protocol):
@@ -140,3 +142,85 @@ class RedisSharedState:
             f"{self.prefix}{key}", b"1", nx=True, ex=max(1, ttl_seconds)
         )
         return bool(created)
+
+
+class SharedStateUnavailable(ServiceUnavailable):
+    """The backend of shared state could not be reached and the settings say
+    to refuse rather than go on without it."""
+
+    error_id = "shared_state.unavailable"
+    title = "Sorry, the service is unavailable"
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(
+            "The service cannot check this request safely at the moment. Try again in a few "
+            "minutes."
+        )
+        self.kind = kind
+
+
+THROTTLING = "throttling"
+REPLAY_CACHE = "replay_cache"
+
+
+class GuardedSharedState:
+    """Any `SharedState` with an explicit answer for when its backend is down.
+
+    Counters (`hit`, `count`, `retry_after`) serve throttling; `add_once`
+    serves replay caches. For each kind, `closed` raises
+    `SharedStateUnavailable` (the request is refused with 503) and `open`
+    carries on as if nothing had been counted or seen, which switches that
+    protection off for the outage. `unreachable` names the exceptions that
+    mean "backend down" (connection refused, timeouts), so that a bug is
+    never mistaken for an outage. `observe(kind, decision)` lets the caller
+    count what happened without this package knowing about metrics.
+    """
+
+    def __init__(
+        self,
+        inner: SharedState,
+        *,
+        throttling_open: bool,
+        replay_open: bool,
+        unreachable: tuple[type[BaseException], ...],
+        observe: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.inner = inner
+        self.open = {THROTTLING: throttling_open, REPLAY_CACHE: replay_open}
+        self.unreachable = unreachable
+        self.observe = observe
+
+    def _down(self, kind: str, error: BaseException) -> None:
+        allowed = self.open[kind]
+        if self.observe is not None:
+            self.observe(kind, "allowed" if allowed else "refused")
+        if not allowed:
+            raise SharedStateUnavailable(kind) from error
+
+    def hit(self, key: str, window_seconds: int) -> int:
+        try:
+            return self.inner.hit(key, window_seconds)
+        except self.unreachable as error:
+            self._down(THROTTLING, error)
+            return 0
+
+    def count(self, key: str, window_seconds: int) -> int:
+        try:
+            return self.inner.count(key, window_seconds)
+        except self.unreachable as error:
+            self._down(THROTTLING, error)
+            return 0
+
+    def retry_after(self, key: str, window_seconds: int) -> int:
+        try:
+            return self.inner.retry_after(key, window_seconds)
+        except self.unreachable as error:
+            self._down(THROTTLING, error)
+            return window_seconds
+
+    def add_once(self, key: str, ttl_seconds: int) -> bool:
+        try:
+            return self.inner.add_once(key, ttl_seconds)
+        except self.unreachable as error:
+            self._down(REPLAY_CACHE, error)
+            return True

@@ -87,6 +87,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     login.session_protection = "basic"
     login.user_loader(web.load_user)
 
+    from idp import ops
+
+    # First: its hooks time the request and choose its id before the others run.
+    ops.register(app, built)
     _register_request_hooks(app, built)
     # After the hooks: the unit must be open before a CSRF refusal renders its page,
     # which loads the signed-in person (before_request hooks run in this order).
@@ -169,7 +173,7 @@ def _static_fragments(app: Flask, service_name: str) -> dict[str, Markup]:
 def _register_request_hooks(app: Flask, built: Container) -> None:
     @app.before_request
     def open_unit() -> None:
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+        g.request_id = g.get("request_id") or uuid.uuid4().hex
         g.csp_nonce = secrets.token_urlsafe(16)
         g.unit = built.unit(
             AuditContext(client_address=request.remote_addr, request_id=g.request_id)

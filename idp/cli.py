@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from alembic.util.exc import CommandError as AlembicCommandError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
@@ -49,6 +50,10 @@ def cli_errors(func: F) -> F:
             return func(*args, **kwargs)
         except (DomainError, ConfigurationError) as error:
             raise click.ClickException(str(error)) from None
+        except AlembicCommandError as error:
+            # Typically a schema newer than this software (an old node during a
+            # rolling upgrade): say so in one line.
+            raise click.ClickException(f"cannot migrate the database: {error}") from None
         except OperationalError as error:
             # The driver's first line says what failed (refused, timed out,
             # authentication); the rest is a traceback nobody should read here.
@@ -174,6 +179,7 @@ def serve(bind: str, workers: int, server: str) -> None:
     """Serve with a production WSGI server, one worker process per core by default."""
     count = workers or os.cpu_count() or 1
     host, _, port = bind.rpartition(":")
+    _prepare_metrics_folder()
     # The server beside this Python, so `.venv/bin/contactpoint serve` works
     # without an activated venv (PATH need not hold the venv's bin folder).
     beside = os.path.join(os.path.dirname(sys.executable), server)
@@ -181,15 +187,69 @@ def serve(bind: str, workers: int, server: str) -> None:
     if server == "granian":
         args = [
             program, "--interface", "wsgi", "--host", host or "127.0.0.1", "--port", port,
-            "--workers", str(count), "--respawn-failed-workers", "--access-log",
+            "--workers", str(count), "--respawn-failed-workers",
             "idp.wsgi:app",
         ]
     else:
         args = [
             program, "--bind", bind, "--workers", str(count), "--worker-class", "sync",
-            "--no-control-socket", "--access-logfile", "-", "idp.wsgi:app",
+            # No access log of gunicorn's own: it would write query strings. The
+            # app logs each request as JSON (route, status, time, request id).
+            "--no-control-socket", "--config", "python:idp.gunicorn_conf", "idp.wsgi:app",
         ]
     os.execvp(args[0], args)  # noqa: S606 - replaces this process with the server
+
+
+@main.command("backup")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@cli_errors
+def backup(file: Path) -> None:
+    """Write a consistent copy of the SQLite database to FILE while the service runs."""
+    from idp import backup as backups
+
+    container = _container()
+    with _unit(container) as unit:
+        report = backups.backup(unit, file)
+    click.echo(
+        f"backup written to {report.path}: schema {report.revision}, "
+        f"{report.audit_entries} audit entries, {report.size_bytes} bytes"
+    )
+    click.echo("Keep it apart from the data key (instance/data.key): either alone is useless.")
+
+
+@main.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@cli_errors
+def restore(file: Path) -> None:
+    """Replace the SQLite database with the backup in FILE, after checking it."""
+    from idp import backup as backups
+
+    container = _container()
+    report = backups.restore(container, file)
+    with _unit(container) as unit:
+        unit.audit.record(
+            "ops:restored", detail={"file": file.name, "revision": report.revision}
+        )
+        unit.commit()
+    click.echo(
+        f"restored {report.path}: schema {report.revision}, {report.audit_entries} audit entries"
+    )
+    if backups.schema_behind(report.revision):
+        click.echo("The schema is behind this software: run `contactpoint db upgrade` next.")
+
+
+def _prepare_metrics_folder() -> None:
+    """Workers share metrics through files in PROMETHEUS_MULTIPROC_DIR (under
+    the instance folder unless set); emptied at start, as prometheus-client
+    asks, so counts of an earlier run do not linger."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not folder:
+        folder = str(load_settings().instance_path / "metrics")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
 
 
 @main.group()

@@ -11,6 +11,8 @@ from functools import cached_property
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,7 +22,12 @@ from core.crypto import DataCipher, SecretDigester
 from core.db import make_engine, make_session_factory
 from core.outbox import Outbox
 from core.settings import InstanceSecrets, Settings, load_instance_secrets
-from core.shared_state import DatabaseSharedState, RedisSharedState, SharedState
+from core.shared_state import (
+    DatabaseSharedState,
+    GuardedSharedState,
+    RedisSharedState,
+    SharedState,
+)
 from directory.accreditation import AccreditationService
 from directory.administration import AdministrationService
 from directory.ldap_connect import LdapTarget
@@ -76,10 +83,29 @@ class Container:
 
     def redis_client(self) -> redis.Redis:
         if self._redis is None:
+            # One immediate retry (a pooled connection may predate a Redis restart),
+            # no backoff: while Redis is down, requests are answered at once.
             self._redis = redis.Redis.from_url(
-                self.settings.shared_state.redis_url, socket_timeout=2, socket_connect_timeout=2
+                self.settings.shared_state.redis_url,
+                socket_timeout=2,
+                socket_connect_timeout=2,
+                retry=Retry(NoBackoff(), 1),
             )
         return self._redis
+
+    def guarded(self, inner: SharedState) -> SharedState:
+        """Redis state with the settings' answer for when Redis is down (the
+        database backend needs none: without the database nothing works)."""
+        from idp.metrics import SHARED_STATE_UNAVAILABLE
+
+        chosen = self.settings.shared_state
+        return GuardedSharedState(
+            inner,
+            throttling_open=chosen.throttling_when_unavailable == "open",
+            replay_open=chosen.replay_cache_when_unavailable == "open",
+            unreachable=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+            observe=lambda kind, decision: SHARED_STATE_UNAVAILABLE.labels(kind, decision).inc(),
+        )
 
     def unit(self, context: AuditContext | None = None) -> Unit:
         return Unit(self, context or AuditContext())
@@ -129,7 +155,9 @@ class Unit:
     @cached_property
     def shared(self) -> SharedState:
         if self.container.settings.shared_state.backend == "redis":
-            return RedisSharedState(self.container.redis_client(), self.clock)
+            prefix = self.container.settings.shared_state.redis_key_prefix
+            inner = RedisSharedState(self.container.redis_client(), self.clock, prefix)
+            return self.container.guarded(inner)
         return DatabaseSharedState(self.session, self.clock)
 
     @cached_property

@@ -29,7 +29,9 @@ from vetting.models import Application
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 PUBLIC_PATHS = ("/sign-in", "/activate", "/signed-out", "/healthz", "/assets",
                 # Resets are for people who cannot sign in: public by nature.
-                "/reset-pin", "/reset-password")
+                "/reset-pin", "/reset-password",
+                # For load balancers and Prometheus (metrics only from allowed addresses).
+                "/readyz", "/metrics")
 # The OpenID Connect provider's protocol endpoints answer relying applications, not
 # people: each authenticates its caller itself (client credentials or an access
 # token, never the session cookie), so they carry no CSRF token, and an anonymous
@@ -246,8 +248,8 @@ def test_the_public_list_is_exact(app: Flask) -> None:
     assert public == [
         "/activate", "/activate/done", "/activate/password", "/activate/pin",
         "/activate/replacement", "/activate/token",
-        "/assets-local/<path:name>", "/assets/<path:name>", "/healthz",
-        "/reset-password", "/reset-password/done", "/reset-password/new", "/reset-pin",
+        "/assets-local/<path:name>", "/assets/<path:name>", "/healthz", "/metrics",
+        "/readyz", "/reset-password", "/reset-password/done", "/reset-password/new", "/reset-pin",
         "/reset-pin/code", "/reset-pin/done", "/reset-pin/new", "/sign-in",
         "/sign-in/key", "/sign-in/token", "/signed-out",
     ]
