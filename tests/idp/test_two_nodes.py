@@ -1,7 +1,8 @@
 """Two real server processes on two loopback ports, one PostgreSQL database and
 one Redis (shared_state.backend = redis): what one node learns, the other
 knows. Failures counted on both lock the account; a token code used on one is
-refused on the other; signing out on one ends the session on the other."""
+refused on the other; signing out on one ends the session on the other; a refresh
+token rotated on one is refused on the other."""
 
 from __future__ import annotations
 
@@ -196,3 +197,52 @@ def test_signing_out_on_one_node_ends_the_session_on_the_other(cluster: Cluster)
     # Even replaying the old cookie by hand: the session is over on the server.
     replay = HttpBrowser(cookies=kept)
     assert replay.open(two, "GET", "/")[0] == 302
+
+
+@pytest.mark.slow
+def test_a_refresh_token_rotated_on_one_node_is_refused_on_the_other(cluster: Cluster) -> None:
+    from base64 import b64encode
+    from datetime import timedelta
+    from json import loads
+
+    from idp.cli import operator
+    from idp.oidc.clients import Registration
+    from idp.oidc.models import Grant
+
+    one, two = cluster.nodes
+    world = cluster.world
+    org = world.organisation()
+    member = world.member(org)
+    unit = world.unit
+    client, secret = unit.clients.register(operator(), Registration(
+        organisation_id=org.id, name="Two-node client", redirect_uris=["https://rp.example.org/cb"]))
+    unit.clients.approve(operator(), client.client_id, "test")
+    now = cluster.container.clock.now()
+    grant = Grant(client_id=client.client_id, person_id=member.person.id, auth_session_id=None,
+                  person_epoch=member.person.security_epoch, scope="openid profile", acr="AAL2",
+                  amr=["pwd", "otp", "swk", "pin"], auth_time=now, nonce=None,
+                  sid=secrets.token_urlsafe(16), resource="http://localhost:5000/api/v1",
+                  created_at=now, expires_at=now + timedelta(hours=1), refresh_counter=0)
+    unit.session.add(grant)
+    unit.commit()
+    # The token a code exchange hands out (idp.oidc.provider.Provider.refresh_token).
+    mac = cluster.container.digester.digest(f"refresh|{grant.id}|0|{grant.sid}")
+    first = f"rt.{grant.id}.0.{mac}"
+    basic = "Basic " + b64encode(f"{client.client_id}:{secret}".encode()).decode()
+    headers = {"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"}
+
+    def refresh(node: Node, token: str) -> tuple[int, dict[str, str]]:
+        status, _h, body = node.request("POST", "/oauth2/token", urlencode(
+            {"grant_type": "refresh_token", "refresh_token": token}), headers)
+        return status, loads(body)
+
+    status, body = refresh(one, first)
+    assert status == 200, body
+    second = body["refresh_token"]
+    # The rotated-away token, on the other node: refused, and the family ends...
+    status, body = refresh(two, first)
+    assert status == 400 and body["error"] == "invalid_grant"
+    # ...so the current one is refused on either node too.
+    assert refresh(two, second)[1]["error"] == "invalid_grant"
+    assert refresh(one, second)[1]["error"] == "invalid_grant"
+    assert "oidc:refresh:reused" in _tags(cluster.container, member.person.id)
