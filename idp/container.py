@@ -21,6 +21,8 @@ from core.db import make_engine, make_session_factory
 from core.outbox import Outbox
 from core.settings import InstanceSecrets, Settings, load_instance_secrets
 from core.shared_state import DatabaseSharedState, RedisSharedState, SharedState
+from directory.children.loading import ChildLoader
+from directory.children.service import ChildrenService
 from directory.ldap_connect import LdapTarget
 from directory.ldap_publish import LdapPublisher
 from directory.service import DirectoryService
@@ -255,6 +257,19 @@ class Unit:
             self.sessions,
             self.outbox,
         )
+
+    @cached_property
+    def children(self) -> ChildrenService:
+        """Child records: search, view, shielding, contact, alerts, retention."""
+        c = self.container
+        return ChildrenService(
+            self.session, self.clock, self.audit, c.cipher, c.settings.children, self.directory
+        )
+
+    @cached_property
+    def child_loader(self) -> ChildLoader:
+        c = self.container
+        return ChildLoader(self.session, self.clock, self.audit, c.cipher, c.digester)
 
 
 def build_container(settings: Settings, **kwargs: object) -> Container:
