@@ -587,8 +587,19 @@ class ChildLoader:
         carers = (json.loads(self.cipher.decrypt_text(child.carers_enc,
                                                       f"child:{child.public_id}:carers"))
                   if child.carers_enc else [])
+        former = [[f.forename, f.surname] for f in self.session.scalars(
+            select(ChildFormerName).where(ChildFormerName.child_id == child.id)
+            .order_by(ChildFormerName.id))]
+        settings = {inv.role: inv for inv in self.session.scalars(
+            select(ChildInvolvement).where(ChildInvolvement.child_id == child.id,
+                                           ChildInvolvement.source_org_id.is_not(None)))}
+        school = settings.get(InvolvementRole.EDUCATIONAL_SETTING)
+        gp = settings.get(InvolvementRole.GP_PRACTICE)
         return {
             "la": child.responsible_la_id, "forename": child.forename, "surname": child.surname,
+            "former": former, "school": school.service_id if school else None,
+            "school_start": school.starts_on.isoformat() if school and school.starts_on else None,
+            "gp": gp.service_id if gp else None,
             "gender": child.gender.value, "born": child.date_of_birth.isoformat(),
             "died": child.date_of_death.isoformat() if child.date_of_death else None,
             "where": child.whereabouts.value, "address": address,
