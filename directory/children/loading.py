@@ -15,21 +15,23 @@ goes to the responsible local authority team's queue, not over the top.
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import delete, insert, select, text, update
+from sqlalchemy import Boolean, Connection, Date, Enum, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import DataCipher, SecretDigester
+from core.db import Base, UTCDateTime
 from core.errors import FieldProblem, InvalidInput
 from directory.children.models import (
     Child,
@@ -135,6 +137,8 @@ def csv_text_rows(content: str) -> Iterator[tuple[int, dict[str, Any]]]:
 
 def _text(raw: Mapping[str, Any], name: str) -> str:
     value = raw.get(name)
+    if value.__class__ is str:
+        return value.strip()
     return "" if value is None else str(value).strip()
 
 
@@ -388,13 +392,14 @@ class ChildLoader:
             "school_start": v["school_start"].isoformat() if v["school_start"] else None,
             "gp": v["gp_practice"], "retain_to_25": v["retain_to_25"],
         }
-        digest = self._digest("content", json.dumps(content, sort_keys=True))
+        digest = self._digest("content", repr(sorted(content.items())))
+        v["forename_key"], v["surname_key"] = name_key(v["forename"]), name_key(v["surname"])
         postcode = v["address"]["postcode"] if v["address"] else ""
         id_digest = (self._digest("source", v["scheme"], v["source_id"])
                      if v["source_id"] else None)
-        return _Row(number, v, content, digest,
-                    self.match_key(v["forename"], v["surname"], v["date_of_birth"], postcode),
-                    id_digest)
+        match = self._digest("match", v["surname_key"], v["forename_key"],
+                             v["date_of_birth"].isoformat(), postcode.replace(" ", ""))
+        return _Row(number, v, content, digest, match, id_digest)
 
     def _allocate(self, count: int) -> list[int]:
         """Row ids for new children before they are written, so their
@@ -469,15 +474,13 @@ class ChildLoader:
             else:
                 self._conflict(record, row, source_id, now)
                 report.conflicts += 1
-        if child_rows:
-            self.session.execute(insert(Child), child_rows)
-        if supply_rows:
-            self.session.execute(insert(ChildSupply), supply_rows)
-        if involvement_rows:
-            self.session.execute(insert(ChildInvolvement), involvement_rows)
-        if former_rows:
-            self.session.execute(insert(ChildFormerName), former_rows)
         self.session.flush()
+        connection = self.session.connection()
+        for model, values in ((Child, child_rows), (ChildSupply, supply_rows),
+                              (ChildInvolvement, involvement_rows),
+                              (ChildFormerName, former_rows)):
+            if values:
+                bulk_insert(connection, model.__tablename__, values)
 
     def _sealed(self, row: _Row, public_id: str) -> tuple[str | None, str | None]:
         v = row.values
@@ -495,7 +498,7 @@ class ChildLoader:
         return {
             "id": child_id, "public_id": public_id, "identifier": identifier_for(child_id),
             "responsible_la_id": v["la_id"], "forename": v["forename"], "surname": v["surname"],
-            "forename_key": name_key(v["forename"]), "surname_key": name_key(v["surname"]),
+            "forename_key": v["forename_key"], "surname_key": v["surname_key"],
             "gender": v["gender"], "date_of_birth": v["date_of_birth"],
             "date_of_death": v["date_of_death"], "whereabouts": v["whereabouts"],
             "address_enc": address, "postcode_district": v["postcode_district"],
@@ -606,6 +609,71 @@ class ChildLoader:
             "return": child.return_intention.value if child.return_intention else None,
             "carers": carers, "retain_to_25": child.retain_to_25,
         }
+
+
+def _enum_value(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _utc_naive(value: datetime | None) -> datetime | None:
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    naive = _utc_naive(value)
+    return None if naive is None else naive.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _sqlite_date(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _sqlite_bool(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _converters(table: str, columns: list[str], sqlite: bool
+                ) -> list[Callable[[Any], Any] | None]:
+    """Per column, what turns a Python value into what the driver stores (as
+    SQLAlchemy would have stored it), or None when it goes as it is."""
+    found: list[Callable[[Any], Any] | None] = []
+    for name in columns:
+        kind = Base.metadata.tables[table].c[name].type
+        if isinstance(kind, Enum):
+            found.append(_enum_value)
+        elif isinstance(kind, UTCDateTime):
+            found.append(_sqlite_datetime if sqlite else _utc_naive)
+        elif isinstance(kind, Date):
+            found.append(_sqlite_date if sqlite else None)
+        elif isinstance(kind, Boolean):
+            found.append(_sqlite_bool if sqlite else None)
+        else:
+            found.append(None)
+    return found
+
+
+def bulk_insert(connection: Connection, table: str, rows: list[dict[str, Any]]) -> None:
+    """Insert many rows the fastest way each engine offers, inside the caller's
+    transaction: COPY on PostgreSQL, the driver's executemany on SQLite. A
+    million records is tens of millions of values; going around SQLAlchemy's
+    per-value processing is what makes the load rate."""
+    columns = list(rows[0])
+    names = ", ".join(columns)
+    dialect = connection.dialect.name
+    sqlite = dialect == "sqlite"
+    plan = list(zip(columns, _converters(table, columns, sqlite), strict=True))
+    tuples = [tuple(row[c] if f is None else f(row[c]) for c, f in plan) for row in rows]
+    if dialect == "postgresql":
+        raw = connection.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for values in tuples:
+                copy.write_row(values)
+        return
+    marks = ", ".join("?" if sqlite else "%s" for _ in columns)
+    # table and column names are our own model's, never input
+    statement = f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608
+    connection.exec_driver_sql(statement, tuples)
 
 
 def _nhs_ok(value: str) -> bool:

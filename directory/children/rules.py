@@ -19,6 +19,8 @@ _MODULUS = 10**10
 def name_key(name: str) -> str:
     """What name search compares: no accents, case, spaces or punctuation, so
     "O'Brien", "OBRIEN" and "O Brien" meet."""
+    if name.isascii():
+        return _LETTERS.sub("", name.lower())
     decomposed = unicodedata.normalize("NFKD", name)
     ascii_only = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _LETTERS.sub("", ascii_only.casefold())
@@ -38,8 +40,11 @@ def identifier_for(row_id: int) -> str:
     return body + str(_check_digit(body))
 
 
+_WEIGHTS = tuple(range(11, 1, -1))
+
+
 def _check_digit(body: str) -> int:
-    total = sum(int(ch) * (len(body) + 1 - i) for i, ch in enumerate(body))
+    total = sum(map(int.__mul__, map(int, body), _WEIGHTS))
     return (11 - total % 11) % 10
 
 

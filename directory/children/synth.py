@@ -1,6 +1,7 @@
 """Realistic synthetic child records for demos and benchmarks; never real data.
 
-NHS numbers come from the 999 range the NHS reserves for testing, phone
+Identifiers are marked synthetic (SYN...) or NHS numbers from the 999 range
+the NHS reserves for testing, phone
 numbers from Ofcom's drama ranges (01632 960xxx, 07700 900xxx), postcodes are
 well-formed but made up, and names are drawn from common-name lists, so no row
 can describe a real child.
@@ -53,15 +54,18 @@ RELATIONSHIPS = ("mother", "father", "stepmother", "stepfather", "grandmother", 
                  "aunt", "special guardian")
 
 
-def nhs_test_number(rng: random.Random) -> str:
-    """A valid NHS number in the 999 range reserved for testing."""
+def nhs_test_number(k: int) -> str:
+    """The k-th valid NHS number of the 999 range reserved for testing (with
+    k under about 900,000): distinct k give distinct numbers."""
+    serial = k * 10 // 11  # about 1 in 11 bodies has no valid check digit
     while True:
-        body = "999" + "".join(str(rng.randrange(10)) for _ in range(6))
+        body = f"999{serial % 10**6:06d}"
         total = sum(int(d) * (10 - i) for i, d in enumerate(body))
         check = 11 - total % 11
         check = 0 if check == 11 else check
         if check != 10:
             return body + str(check)
+        serial += 1
 
 
 def records(
@@ -86,8 +90,10 @@ def records(
                        else "left_england")
         district = districts[n % len(districts)] if districts else "NE1"
         row: dict[str, Any] = {
-            "source_scheme": "nhs_number",
-            "source_id": nhs_test_number(rng),
+            # Mostly the supplier's own local number (unique by seed and row);
+            # one in five an NHS number from the range reserved for testing.
+            "source_scheme": "local_id",
+            "source_id": f"SYN{seed}-{n}",
             "local_authority": la_codes[n % len(la_codes)],
             "forename": rng.choice(FORENAMES),
             "surname": surname,
@@ -124,6 +130,8 @@ def records(
             row["school_start"] = (born + timedelta(days=4 * 365 + 200)).isoformat()
         if rng.random() < 0.03:
             row["former_names"] = f"{row['forename']} {rng.choice(SURNAMES)}"
+        if n % 5 == 0 and n < 800_000 and seed == 2009:
+            row["source_scheme"], row["source_id"] = "nhs_number", nhs_test_number(n)
         yield row
 
 

@@ -119,7 +119,9 @@ def test_duplicate_identifiers_in_one_file(kids: Kids) -> None:
 def test_synthetic_jsonl_and_csv_load_the_same(kids: Kids, tmp_path: Path) -> None:
     made = list(records(40, la_codes=["ORG001"], schools=[kids.school.public_id],
                         gps=[kids.gp.public_id], today=kids.container.clock.today()))
-    assert all(r["source_id"].startswith("999") for r in made)
+    assert all(r["source_id"].startswith("999" if r["source_scheme"] == "nhs_number" else "SYN")
+               for r in made)
+    assert {r["source_scheme"] for r in made} == {"nhs_number", "local_id"}
     jsonl = tmp_path / "kids.jsonl"
     with jsonl.open("w") as out:
         write(iter(made), out, jsonl=True)
