@@ -116,6 +116,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     from idp.services.views import blueprint as services
 
     app.register_blueprint(services)
+    from idp.children.views import blueprint as children
+
+    app.register_blueprint(children)
     app.context_processor(web.template_context)
     return app
 

@@ -215,6 +215,9 @@ class ChildView:
     involvements: list[InvolvementView] = field(default_factory=list)
     source_identifiers: list[tuple[str, str]] = field(default_factory=list)
     retain_to_25: bool = False
+    # What the page may offer: the responsible team's decisions, the override.
+    responsible_team: bool = False
+    may_override: bool = False
 
 
 @dataclass(frozen=True)
@@ -485,6 +488,8 @@ class ChildrenService:
             "gender": child.gender.value, "date_of_birth": child.date_of_birth,
             "parent_name": parent, "restricted": restricted, "shielded": child.shielded,
             "override_used": override,
+            "responsible_team": child.responsible_la_id in actor.team_las,
+            "may_override": ChildRightKind.SHIELD_OVERRIDE in actor.rights,
         }
         if restricted:
             return ChildView(**base)
@@ -653,6 +658,13 @@ class ChildrenService:
                     "review_on": review_on.isoformat() if review_on else None},
         )
         return decision
+
+    def team_child(self, principal: Principal, public_id: str) -> ChildSummary:
+        """The record's visible fields, for its responsible team's own pages."""
+        child = self._child(public_id)
+        self._team(principal, child.responsible_la_id)
+        return ChildSummary(child.public_id, child.identifier, child.forename, child.surname,
+                            child.gender.value, child.date_of_birth, False)
 
     def shield_decisions(self, principal: Principal, public_id: str) -> list[ShieldDecision]:
         child = self._child(public_id)
