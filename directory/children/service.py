@@ -468,7 +468,8 @@ class ChildrenService:
             )
             self._alert(actor, AlertRule.SHIELD_OVERRIDE, child.responsible_la_id, child,
                         {"reason": given.code, "reason_detail": given.detail})
-        self._anomalies(actor, surname=None, district=child.postcode_district, child=child)
+        self._anomalies(actor, surname=child.surname_key, district=child.postcode_district,
+                        child=child)
         return self._render(actor, child, restricted, override_used)
 
     def _carers(self, child: Child) -> list[dict[str, str]]:

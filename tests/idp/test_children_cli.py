@@ -93,3 +93,13 @@ def test_grant_and_area(cli: Cli, container: Container, world: World) -> None:
         assert unit.session.scalar(select(func.count()).select_from(ChildRight)) == 1
     missing = cli("children", "grant", "nobody", "--right", "data_manager")
     assert missing.exit_code != 0 and "no person with username 'nobody'" in missing.output
+
+
+def test_demo_load_adds_synthetic_children_once_one_shielded(cli: Cli, container: Container
+                                                              ) -> None:
+    assert cli("demo", "load").exit_code == 0
+    assert cli("demo", "load").exit_code == 0
+    with container.unit() as unit:
+        assert unit.session.scalar(select(func.count()).select_from(Child)) == 40
+        assert unit.session.scalar(select(func.count()).select_from(Child)
+                                   .where(Child.shielded.is_(True))) == 1
