@@ -438,7 +438,17 @@ class ChildrenService:
         except InvalidInput:
             self._refuse("children:view", principal, {"why": "no reason", "child": public_id})
             raise
-        child = self._child(public_id)
+        try:
+            child = self._child(public_id)
+        except UnknownChild:
+            self.audit.record(
+                "children:view", "not_found", subject_type="child", subject_id=public_id[:80],
+                organisation_id=actor.home_org.id, actor_id=actor.person.id,
+                actor_label=actor.person.username,
+                detail={"reason": given.code, "reason_detail": given.detail},
+            )
+            self.session.commit()
+            raise
         restricted = self._restricted(actor, child)
         override_used = False
         if restricted and override:
@@ -774,10 +784,27 @@ class ChildrenService:
 
     # --- anomaly rules and alerts ------------------------------------------
 
-    def _team_for(self, org: Organisation) -> int:
+    def _team_for(self, org: Organisation, district: str | None) -> int:
+        """The local authority whose team investigates this person's use: their
+        own, else their registration authority's, else the one covering the
+        district searched; failing all, their organisation (the platform sees
+        those with `contactpoint children alerts`)."""
         if org.kind is OrganisationKind.LOCAL_AUTHORITY:
             return org.id
-        return org.registration_authority_id or org.id
+        authority = (self.session.get(Organisation, org.registration_authority_id)
+                     if org.registration_authority_id else None)
+        if authority is not None and authority.kind is OrganisationKind.LOCAL_AUTHORITY:
+            return authority.id
+        if district:
+            covering = self.session.scalar(
+                select(ChildArea.organisation_id).join(
+                    Organisation, Organisation.id == ChildArea.organisation_id)
+                .where(ChildArea.postcode_district == district,
+                       Organisation.kind == OrganisationKind.LOCAL_AUTHORITY)
+                .order_by(ChildArea.organisation_id).limit(1))
+            if covering is not None:
+                return int(covering)
+        return org.id
 
     def _alert(self, actor: Actor, rule: AlertRule, la_id: int, child: Child | None,
                detail: dict[str, Any]) -> ChildAlert:
@@ -815,7 +842,7 @@ class ChildrenService:
                    child: Child | None) -> None:
         now = self.clock.now()
         person = actor.person
-        la_id = child.responsible_la_id if child else self._team_for(actor.home_org)
+        la_id = child.responsible_la_id if child else self._team_for(actor.home_org, district)
         where = {"child": child.identifier} if child else {}
         if surname is not None and surname == name_key(person.family_name):
             self._alert(actor, AlertRule.OWN_SURNAME, la_id, child, {"surname": surname})
@@ -851,6 +878,12 @@ class ChildrenService:
             stmt = stmt.where(ChildAlert.closed_at.is_(None))
         return list(self.session.scalars(stmt.order_by(ChildAlert.raised_at.desc(),
                                                        ChildAlert.id.desc()).limit(200)))
+
+    def all_alerts(self, operator: Principal) -> list[ChildAlert]:
+        """Every open alert, for the platform (the CLI on the server)."""
+        operator.require(Role.PLATFORM_ADMIN)
+        return list(self.session.scalars(select(ChildAlert).where(ChildAlert.closed_at.is_(None))
+                                         .order_by(ChildAlert.raised_at, ChildAlert.id)))
 
     def close_alert(self, principal: Principal, alert_id: int) -> ChildAlert:
         alert = self.session.get(ChildAlert, alert_id)

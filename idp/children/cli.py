@@ -146,3 +146,16 @@ def area(org_code: str, districts: tuple[str, ...]) -> None:
         unit.children.set_area(operator(), org.id, list(districts))
         unit.commit()
     click.echo(f"{org_code}: {len(districts)} district(s)")
+
+
+@children.command("alerts")
+@cli_errors
+def alerts() -> None:
+    """Every open anomaly alert, whichever team it went to."""
+    with _unit(_container()) as unit:
+        found = unit.children.all_alerts(operator())
+        for alert in found:
+            click.echo(f"{alert.id}\t{alert.raised_at:%Y-%m-%d %H:%M}\t{alert.rule}\t"
+                       f"person {alert.person_id}\tteam {alert.organisation_id}"
+                       f"{chr(9) + 'suspended' if alert.suspended else ''}")
+        click.echo(f"{len(found)} open alert(s)")

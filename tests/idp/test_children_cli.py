@@ -103,3 +103,8 @@ def test_demo_load_adds_synthetic_children_once_one_shielded(cli: Cli, container
         assert unit.session.scalar(select(func.count()).select_from(Child)) == 40
         assert unit.session.scalar(select(func.count()).select_from(Child)
                                    .where(Child.shielded.is_(True))) == 1
+
+
+def test_alerts_lists_open_alerts(cli: Cli) -> None:
+    result = cli("children", "alerts")
+    assert result.exit_code == 0 and "0 open alert(s)" in result.output

@@ -209,3 +209,21 @@ def test_archive_is_for_data_managers_and_purged_after_six_years(kids: Kids) -> 
         # the three purged; two archived today wait their six years; the one
         # with consent is 24 and stays live to 25
         assert unit.children.counts() == {"live": 1, "archived": 2}
+
+
+def test_a_constables_alert_goes_to_the_team_covering_the_district(kids: Kids) -> None:
+    kids.load([row(surname="Bobby")])
+    with kids.container.unit() as unit:
+        unit.children.search(kids.p(kids.constable), REASON,
+                             ChildQuery(surname="Bobby", postcode_district="NE1"))
+        unit.commit()
+    assert _rules(kids) == ["own_surname"]
+    with kids.container.unit() as unit:
+        assert [a.rule for a in unit.children.all_alerts(OPERATOR)] == ["own_surname"]
+
+
+def test_a_view_of_an_unknown_record_is_audited(kids: Kids) -> None:
+    from directory.children.errors import UnknownChild
+    with kids.container.unit() as unit, pytest.raises(UnknownChild):
+        unit.children.view(kids.p(kids.practitioner), REASON, "no-such-record")
+    assert [e.outcome for e in audit_entries(kids, "children:view")] == ["not_found"]
