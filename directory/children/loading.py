@@ -541,6 +541,39 @@ class ChildLoader:
         return [{"child_id": child_id, "forename": f, "surname": s, "surname_key": name_key(s)}
                 for f, s in row.values["former_names"]]
 
+    def apply_content(self, child: Child, content: dict[str, Any], digest: str,
+                      source_id: int) -> None:
+        """Write content a body supplied (a queued conflict the team accepted)
+        over the record, as if that body's load had done it."""
+        address = content["address"]
+        postcode = normalise_postcode(address["postcode"]) if address else None
+        values = {
+            "la_id": content["la"], "forename": content["forename"],
+            "surname": content["surname"], "former_names": content["former"],
+            "gender": Gender(content["gender"]),
+            "date_of_birth": date.fromisoformat(content["born"]),
+            "date_of_death": date.fromisoformat(content["died"]) if content["died"] else None,
+            "whereabouts": Whereabouts(content["where"]), "address": address,
+            "postcode_district": postcode[1] if postcode else None,
+            "return_intention": ReturnIntention(content["return"]) if content["return"] else None,
+            "carers": content["carers"], "school": content["school"],
+            "school_start": (date.fromisoformat(content["school_start"])
+                             if content["school_start"] else None),
+            "gp_practice": content["gp"], "retain_to_25": content["retain_to_25"],
+            "forename_key": name_key(content["forename"]),
+            "surname_key": name_key(content["surname"]),
+        }
+        match = self._digest("match", values["surname_key"], values["forename_key"],
+                             content["born"], address["postcode"].replace(" ", "")
+                             if address else "")
+        self._update(child, _Row(0, values, content, digest, match, None), source_id,
+                     self.clock.now())
+
+    def proposed(self, conflict: ChildConflict) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(
+            self.cipher.decrypt_text(conflict.proposed_enc, f"conflict:{conflict.id}"))
+        return loaded
+
     def _update(self, child: Child, row: _Row, source_id: int, now: Any) -> None:
         values = self._child_values(row, child.id, child.public_id, source_id, now)
         for name in ("id", "public_id", "identifier", "created_at", "shielded", "archived_on"):

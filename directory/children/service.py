@@ -33,6 +33,7 @@ from core.crypto import DataCipher
 from core.errors import FieldProblem, InvalidInput, NotAllowed, NotFound
 from core.settings import ChildrenSettings
 from directory.children.errors import AlreadyDecided, NoChildAccess, UnknownChild, UnknownRequest
+from directory.children.loading import ChildLoader
 from directory.children.models import (
     Child,
     ChildAlert,
@@ -946,6 +947,34 @@ class ChildrenService:
             select(ChildConflict).where(ChildConflict.organisation_id.in_(actor.team_las),
                                         ChildConflict.resolved_at.is_(None))
             .order_by(ChildConflict.raised_at, ChildConflict.id)))
+
+    def resolve_conflict(self, principal: Principal, conflict_id: int, *, accept: bool,
+                         loader: ChildLoader) -> ChildConflict:
+        """The team settles a queued disagreement: the other body's data is
+        written over the record (accept) or set aside (reject)."""
+        conflict = self.session.get(ChildConflict, conflict_id)
+        if conflict is None:
+            raise NotFound()
+        actor = self._team(principal, conflict.organisation_id)
+        if conflict.resolved_at is not None:
+            raise AlreadyDecided()
+        child = self.session.get(Child, conflict.child_id)
+        assert child is not None
+        if accept:
+            loader.apply_content(child, loader.proposed(conflict), conflict.proposed_digest,
+                                 conflict.source_org_id)
+            child.supplied_by_id = conflict.source_org_id
+        conflict.resolved_at = self.clock.now()
+        conflict.resolution = "accepted" if accept else "rejected"
+        conflict.resolved_by_id = actor.person.id
+        self.audit.record(
+            "children:conflict_resolved", subject_type="child", subject_id=child.identifier,
+            organisation_id=conflict.organisation_id, actor_id=actor.person.id,
+            actor_label=actor.person.username,
+            detail={"conflict": conflict.id, "resolution": conflict.resolution,
+                    "fields": conflict.fields},
+        )
+        return conflict
 
     # --- retention -----------------------------------------------------------
 

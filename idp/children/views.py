@@ -220,3 +220,27 @@ def audit() -> str:
     entries = unit.children.audit_review(web.principal())
     unit.commit()
     return render_template("children/audit.html", title="Audit trail", entries=entries)
+
+
+@blueprint.get("/conflicts")
+@web.login_required
+def conflicts() -> str:
+    unit = web.unit()
+    queue = unit.children.conflicts(web.principal())
+    names = {o.id: o.name for o in unit.directory.organisations()}
+    return render_template("children/conflicts.html", title="Data conflicts", conflicts=queue,
+                           names=names)
+
+
+@blueprint.post("/conflicts/<int:conflict_id>")
+@web.login_required
+def resolve(conflict_id: int) -> Response:
+    unit = web.unit()
+    if not FlaskForm().validate_on_submit():
+        abort(400)
+    accept = request.form.get("resolution") == "accept"
+    unit.children.resolve_conflict(web.principal(), conflict_id, accept=accept,
+                                   loader=unit.child_loader)
+    unit.commit()
+    flash("The record was updated" if accept else "The supplied data was set aside")
+    return redirect(url_for("children.conflicts"))

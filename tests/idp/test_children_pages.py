@@ -160,3 +160,17 @@ def test_pages_need_sign_in(client: object, kids: Kids) -> None:
     for path in ("/children", "/children/alerts", "/children/my-requests"):
         response = client.get(path)  # type: ignore[attr-defined]
         assert response.status_code == 302 and "/sign-in" in response.headers["Location"]
+
+
+def test_the_conflict_queue_page(kids: Kids, container: Container, browser: Browser) -> None:
+    kids.load([row()])
+    kids.load([row(carer1_phone="07700 900999")], source="ORG003")
+    browser.sign_in(kids.team, container)
+    page = browser.client.get("/children/conflicts")
+    assert "carers" in text_of(page) and "Northshire Health" in text_of(page)
+    with container.unit() as unit:
+        conflict_id = unit.children.conflicts(kids.p(kids.team))[0].id
+    done = browser.submit(f"/children/conflicts/{conflict_id}", {"resolution": "accept"},
+                          page="/children/conflicts")
+    assert done.status_code == 302
+    assert "No conflict is waiting" in text_of(browser.client.get("/children/conflicts"))

@@ -150,3 +150,29 @@ def test_bad_json_line_is_named(kids: Kids, tmp_path: Path) -> None:
         unit.child_loader.load(OPERATOR, rows, source_code="ORG001", file_label=path.name)
     assert [(p.row, p.field) for p in refused.value.problems] == [(2, "row")]
     assert io  # keep the import for readers adding stream-based cases
+
+
+@pytest.mark.parametrize("accept", [True, False])
+def test_the_team_resolves_a_conflict(kids: Kids, accept: bool) -> None:
+    kids.load([row()])
+    kids.load([row(source_scheme="nhs_number", source_id="9990000018",
+                   carer1_phone="07700 900999")], source="ORG003")
+    with kids.container.unit() as unit:
+        conflict = unit.children.conflicts(kids.p(kids.team))[0]
+        from core.errors import NotAllowed
+        with pytest.raises(NotAllowed):
+            unit.children.resolve_conflict(kids.p(kids.other_team), conflict.id, accept=True,
+                                           loader=unit.child_loader)
+    with kids.container.unit() as unit:
+        unit.children.resolve_conflict(kids.p(kids.team), conflict.id, accept=accept,
+                                       loader=unit.child_loader)
+        unit.commit()
+    with kids.container.unit() as unit:
+        view = unit.children.view(kids.p(kids.team), REASON, kids.child("Hartley").public_id)
+        assert unit.children.conflicts(kids.p(kids.team)) == []
+        unit.commit()
+    assert view.carers[0]["phone"] == ("07700 900999" if accept else "07700 900123")
+    # the accepting body's next identical load changes nothing
+    again = kids.load([row(source_scheme="nhs_number", source_id="9990000018",
+                           carer1_phone="07700 900999")], source="ORG003")
+    assert again.unchanged == 1
