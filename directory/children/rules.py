@@ -8,6 +8,9 @@ import unicodedata
 from datetime import date
 
 _LETTERS = re.compile(r"[^a-z]+")
+# Letters that no Unicode decomposition takes to ASCII, as people type them.
+_UNDECOMPOSED = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae",
+                               "œ": "oe", "þ": "th", "ð": "d", "ı": "i"})
 # An affine map on 10-digit numbers (the multiplier is coprime to 10**10), so
 # identifiers are unique like the row ids they come from, without revealing
 # how many records there are or in which order they were loaded.
@@ -21,7 +24,7 @@ def name_key(name: str) -> str:
     "O'Brien", "OBRIEN" and "O Brien" meet."""
     if name.isascii():
         return _LETTERS.sub("", name.lower())
-    decomposed = unicodedata.normalize("NFKD", name)
+    decomposed = unicodedata.normalize("NFKD", name.casefold().translate(_UNDECOMPOSED))
     ascii_only = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _LETTERS.sub("", ascii_only.casefold())
 
