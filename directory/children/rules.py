@@ -10,7 +10,7 @@ from datetime import date
 _LETTERS = re.compile(r"[^a-z]+")
 # Letters that no Unicode decomposition takes to ASCII, as people type them.
 _UNDECOMPOSED = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae",
-                               "œ": "oe", "þ": "th", "ð": "d", "ı": "i"})
+                               "œ": "oe", "þ": "th", "ð": "d", "\u0131": "i"})
 # An affine map on 10-digit numbers (the multiplier is coprime to 10**10), so
 # identifiers are unique like the row ids they come from, without revealing
 # how many records there are or in which order they were loaded.
