@@ -155,6 +155,27 @@ class ObservabilitySettings:
 
 
 @dataclass(frozen=True)
+class ChildrenSettings:
+    """The child-record module: result caps, reasons, shielding reviews, the
+    anomaly rules and retention."""
+
+    page_size: int
+    max_results: int
+    reason_detail_min_length: int
+    shield_review_months: int
+    volume_per_hour: int
+    working_hours_start: int
+    working_hours_end: int
+    timezone: str
+    auto_suspend: bool
+    suspend_rules: str
+    archive_age: int
+    archive_age_with_consent: int
+    keep_after_death_days: int
+    archive_years: int
+
+
+@dataclass(frozen=True)
 class Settings:
     service: ServiceSettings
     database: DatabaseSettings
@@ -170,6 +191,7 @@ class Settings:
     ldap: LdapSettings
     oidc: OidcSettings
     observability: ObservabilitySettings
+    children: ChildrenSettings
 
     @property
     def instance_path(self) -> Path:

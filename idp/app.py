@@ -135,6 +135,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     from idp.admin.views import blueprint as admin
 
     app.register_blueprint(admin)
+    from idp.children.views import blueprint as children
+
+    app.register_blueprint(children)
     app.context_processor(web.template_context)
     if settings.service.trusted_proxies > 0:
         # Outermost, so every layer (the token endpoint's too) sees the client's address.

@@ -30,6 +30,8 @@ from core.shared_state import (
 )
 from directory.accreditation import AccreditationService
 from directory.administration import AdministrationService
+from directory.children.loading import ChildLoader
+from directory.children.service import ChildrenService
 from directory.ldap_connect import LdapTarget
 from directory.ldap_publish import LdapPublisher
 from directory.service import DirectoryService
@@ -323,6 +325,19 @@ class Unit:
         settings = self.container.settings.oidc
         longest = max(settings.access_token_seconds, settings.id_token_seconds) + 600
         return KeyRotation(self.session, self.container.cipher, self.clock, self.audit, longest)
+
+    @cached_property
+    def children(self) -> ChildrenService:
+        """Child records: search, view, shielding, contact, alerts, retention."""
+        c = self.container
+        return ChildrenService(
+            self.session, self.clock, self.audit, c.cipher, c.settings.children, self.directory
+        )
+
+    @cached_property
+    def child_loader(self) -> ChildLoader:
+        c = self.container
+        return ChildLoader(self.session, self.clock, self.audit, c.cipher, c.digester)
 
 
 def build_container(settings: Settings, **kwargs: object) -> Container:

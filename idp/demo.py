@@ -282,6 +282,8 @@ def load_demo(unit: Unit) -> list[DemoCredentials]:
         _activate(unit, demo, enrolled)
     _pending_application(unit)
     unit.commit()
+    _demo_children(unit, orgs[COUNCIL])
+    unit.commit()
     return [DemoCredentials(demo, _secret_of(unit, demo.username)) for demo in DEMO_PEOPLE]
 
 
@@ -317,3 +319,26 @@ def _pending_application(unit: Unit) -> None:
     )
     recorder = principal_for(officer, today)
     _record_checks(unit, recorder, app.id, evidence)
+
+
+def _demo_children(unit: Unit, council: Organisation) -> None:
+    """Forty synthetic children of the council (never real data), one shielded
+    by Lara's team, so search, records and shielding can be tried at once."""
+    from directory.children.models import Child
+    from directory.children.synth import records
+    from directory.service import Grant
+
+    platform = Principal(0, OPERATOR, (Grant(0, Role.PLATFORM_ADMIN),))
+    if unit.session.scalar(select(Child.id).limit(1)) is not None:
+        return
+    districts = [f"NE{n}" for n in range(1, 9)]
+    unit.children.set_area(platform, council.id, districts)
+    rows = records(40, la_codes=[council.code], districts=districts, today=unit.clock.today())
+    unit.child_loader.load(platform, enumerate(rows, start=2), source_code=council.code,
+                           file_label="demo")
+    lara = unit.directory.person_by_username("lara.team")
+    first = unit.session.scalar(select(Child).order_by(Child.id).limit(1))
+    if lara is not None and first is not None:
+        unit.children.decide_shield(principal_for(lara, unit.clock.today()), first.public_id,
+                                    criteria="domestic_abuse",
+                                    evidence_reference="DEMO-MARAC-1", shield=True)

@@ -7,6 +7,7 @@ from core import audit, outbox, shared_state
 from core.db import Base
 from directory import models as directory_models
 from directory import services_models
+from directory.children import models as children_models
 from idp.oidc import models as oidc_models
 from tokens import models as tokens_models
 from vetting import models as vetting_models
@@ -14,6 +15,7 @@ from vetting import models as vetting_models
 __all__ = [
     "Base",
     "audit",
+    "children_models",
     "directory_models",
     "oidc_models",
     "outbox",

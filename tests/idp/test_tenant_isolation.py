@@ -58,6 +58,8 @@ PUBLIC_PREFIXES = (
     "/reset-pin",
     "/reset-password",
     "/healthz",
+    "/readyz",  # for load balancers: says only ready or not (tests/idp/test_ops.py)
+    "/metrics",  # by address, not by session (tests/idp/test_ops.py)
     "/assets",
     "/assets-local",
     "/.well-known",
@@ -86,11 +88,18 @@ ANY_SIGNED_IN = {
     "vetting.new",
     "vetting.renewal",
     "oidc.applications",  # the applications the person allowed: their own consents only
+    # The child index is national (DOMAIN.md): any practitioner searches it, with a
+    # reason; its rules (roles, shielding, sensitive services, source ids) are proved
+    # in tests/directory/children and tests/idp/test_children_pages.py.
+    "children.search",
+    "children.my_requests",
 }
 
 # Pages with an id that every signed-in person may read, whoever's it is.
 READABLE_BY_ANYONE = {
     "services.detail",  # a service's public contact details and practitioners
+    "children.record",  # asks for a reason first; what it then shows follows the record's rules
+    "children.contact",  # a contact request to the team brokering a shielded record
 }
 
 # Outcomes that show the request was not carried out.
@@ -162,6 +171,7 @@ def _victim(world: World, container: Container) -> Victim:
                       granted_at=container.clock.now())
     u.session.add(consent)
     u.commit()
+    child_id = _victim_child(container, org)
     position = staff.person.positions[0]
     return Victim(
         org,
@@ -178,8 +188,33 @@ def _victim(world: World, container: Container) -> Victim:
             "service_id": service.id,
             "client_id": client.client_id,
             "consent_id": consent.id,
+            # The child-record module: a record in the victim council's care, and
+            # ids of its team's queues (their refusals are proved in tests/directory/children).
+            "public_id": child_id,
+            "alert_id": 1,
+            "conflict_id": 1,
         },
     )
+
+
+def _victim_child(container: Container, org: Organisation) -> str:
+    from directory.children.loading import csv_text_rows
+    from directory.service import Grant as PositionGrant
+    from directory.service import Principal
+
+    operator = Principal(0, "cli:test", (PositionGrant(0, Role.PLATFORM_ADMIN),))
+    csv_text = (
+        "local_authority,forename,surname,gender,date_of_birth,whereabouts,address_line1,town,"
+        f"postcode\n{org.code},Amelia,Hartley,female,2015-03-14,current_address,"
+        "12 Station Road,Northtown,NE1 4AB\n"
+    )
+    with container.unit() as unit:
+        unit.children.set_area(operator, org.id, ["NE1"])
+        unit.child_loader.load(operator, csv_text_rows(csv_text), source_code=org.code,
+                               file_label="victim.csv")
+        unit.commit()
+        from directory.children.models import Child
+        return str(unit.session.scalars(select(Child.public_id)).one())
 
 
 def _path(rule: Rule, ids: dict[str, int | str]) -> str:

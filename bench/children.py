@@ -1,0 +1,216 @@
+"""Child records at scale: the import rate of `contactpoint children import`
+and the latency of a practitioner's search (surname + date of birth, surname +
+postcode district), end to end through `ChildrenService.search` (access check,
+reason, query, audit entry, anomaly rules, commit), as a page request runs it.
+
+    .venv/bin/python bench/children.py                       # SQLite, 1 million records
+    .venv/bin/python bench/children.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/children.py --database-url ... --national   # 11 million, PostgreSQL
+
+Records come from the synthetic generator (`contactpoint children synth`),
+written to a CSV file first (not timed), then loaded through the same loader
+as the command, in files of at most 1 million rows, one transaction each. With
+PostgreSQL the URL names a server; the benchmark makes a database of its own
+beside it and drops it afterwards. It prints; it is not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import date, timedelta
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+from sqlalchemy import func, select, text
+
+from core.audit import AuditContext
+from core.clock import SystemClock
+from core.db import make_engine
+from core.settings import InstanceSecrets, load_settings
+from directory.children.loading import read_rows
+from directory.children.models import Child
+from directory.children.service import ChildQuery, Reason
+from directory.children.synth import records, write
+from directory.models import OrganisationKind, PersonStatus, Role
+from directory.service import Grant, Principal, principal_for
+from idp.container import Container
+from idp.database import scratch_database, upgrade
+
+OPERATOR = Principal(0, "cli:bench", (Grant(0, Role.PLATFORM_ADMIN),))
+REASON = Reason("child_protection", "benchmark search, synthetic data only")
+FILE_ROWS = 1_000_000
+AREAS = ("NE", "SR", "DH", "TS", "DL", "CA", "LA", "BD", "LS", "HX", "HD", "WF", "YO", "HU", "DN")
+DISTRICTS = [f"{area}{n}" for area in AREAS for n in range(1, 31)]
+
+
+def _setup(container: Container, las: int) -> tuple[list[str], Principal]:
+    with container.unit(AuditContext(actor_label="cli:bench")) as unit:
+        codes = []
+        for n in range(las):
+            org = unit.directory.create_organisation(
+                code=f"LA{n:03d}", name=f"Council {n}", kind=OrganisationKind.LOCAL_AUTHORITY,
+                accredited=True)
+            codes.append(org.code)
+        home = unit.directory.organisation_by_code("LA000")
+        today = container.clock.today()
+        person = unit.directory.create_person(
+            given_name="Bench", family_name="Marker", work_email="bench@example.org",
+            work_phone=None, clearance_expires_on=today + timedelta(days=900),
+            training_expires_on=today + timedelta(days=900))
+        unit.directory.add_position(person, home, Role.PRACTITIONER, today - timedelta(days=1))
+        person.status = PersonStatus.ACTIVE
+        unit.commit()
+        principal = principal_for(unit.directory.person(person.id), today)
+    return codes, principal
+
+
+def _load(container: Container, folder: Path, count: int, codes: list[str]
+          ) -> tuple[float, float, float]:
+    """(seconds generating files, seconds loading them, CPU seconds of this
+    process loading them: on a shared machine the fairer figure)"""
+    generated = loaded = cpu = 0.0
+    done = 0
+    part = 0
+    while done < count:
+        n = min(FILE_ROWS, count - done)
+        path = folder / f"children-{part}.csv"
+        started = time.perf_counter()
+        with path.open("w", newline="") as out:
+            write(records(n, la_codes=codes, districts=DISTRICTS, seed=part), out)
+        generated += time.perf_counter() - started
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        rows, _total = read_rows(path)
+        with container.unit(AuditContext(actor_label="cli:bench")) as unit:
+            report = unit.child_loader.load(OPERATOR, rows, source_code=codes[0],
+                                            file_label=path.name)
+            unit.commit()
+        loaded += time.perf_counter() - started
+        cpu += time.process_time() - cpu_started
+        assert report.created == n, report
+        path.unlink()
+        done += n
+        part += 1
+        print(f"  loaded {done:,} of {count:,} ({done / loaded:,.0f} records/s so far)",
+              file=sys.stderr)
+    return generated, loaded, cpu
+
+
+def _samples(container: Container, searches: int) -> list[tuple[str, date, str]]:
+    with container.unit() as unit:
+        top = int(unit.session.scalar(select(func.max(Child.id))) or 0)
+        rng = random.Random(11)
+        ids = rng.sample(range(1, top + 1), min(searches, top))
+        rows = unit.session.execute(
+            select(Child.surname, Child.date_of_birth, Child.postcode_district)
+            .where(Child.id.in_(ids))).all()
+    return [(s, d, p or "NE1") for s, d, p in rows]
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _search(container: Container, principal: Principal, queries: list[ChildQuery]
+            ) -> tuple[float, float, float]:
+    timings = []
+    found = 0
+    for query in queries:
+        started = time.perf_counter()
+        with container.unit(AuditContext(actor_label=principal.username)) as unit:
+            page = unit.children.search(principal, REASON, query)
+            unit.commit()
+        timings.append((time.perf_counter() - started) * 1000)
+        found += page.total
+    return statistics.median(timings), _percentile(timings, 0.99), found / len(queries)
+
+
+def _disk(container: Container, url: str) -> str:
+    if url.startswith("sqlite"):
+        path = Path(url.removeprefix("sqlite:///"))
+        size = sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+    else:
+        with container.engine.connect() as conn:
+            size = int(conn.scalar(text("SELECT pg_database_size(current_database())")) or 0)
+    return f"{size / 2**30:.2f} GiB"
+
+
+def run(url: str, folder: Path, count: int, searches: int, las: int) -> list[tuple[str, str]]:
+    engine = make_engine(url)
+    upgrade(engine)
+    settings = load_settings(
+        overrides={"service": {"instance_dir": str(folder / "instance")},
+                   "database": {"url": url},
+                   "children": {"volume_per_hour": 10**9}},
+        environ={},
+    )
+    keys = InstanceSecrets(session_key=secrets.token_bytes(32), data_key=secrets.token_bytes(32))
+    container = Container(settings, secrets=keys, clock=SystemClock(), engine=engine)
+    codes, principal = _setup(container, las)
+    generated, loaded, cpu = _load(container, folder, count, codes)
+    if not url.startswith("sqlite"):
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    samples = _samples(container, searches)
+    by_dob = [ChildQuery(surname=s, date_of_birth=d) for s, d, _ in samples]
+    by_district = [ChildQuery(surname=s, postcode_district=p) for s, _, p in samples]
+    _search(container, principal, by_dob[:50])  # warm the cache and the pool
+    dob50, dob99, dob_found = _search(container, principal, by_dob)
+    dis50, dis99, dis_found = _search(container, principal, by_district)
+    rows = [
+        ("records loaded", f"{count:,} in {loaded:,.1f} s (+{generated:,.0f} s generating)"),
+        ("import rate", f"{count / loaded:,.0f} records/s "
+                        f"({count / cpu:,.0f} per CPU-second of the loader's process)"),
+        ("disk used", _disk(container, url)),
+        ("surname + date of birth", f"p50 {dob50:.1f} ms, p99 {dob99:.1f} ms "
+                                    f"({dob_found:.1f} found on average)"),
+        ("surname + postcode district", f"p50 {dis50:.1f} ms, p99 {dis99:.1f} ms "
+                                        f"({dis_found:.1f} found on average)"),
+    ]
+    container.dispose()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--count", type=int, default=1_000_000)
+    parser.add_argument("--national", action="store_true",
+                        help="11 million records (PostgreSQL only): the national scale.")
+    parser.add_argument("--searches", type=int, default=2000)
+    parser.add_argument("--las", type=int, default=150, help="Local authorities.")
+    parser.add_argument("--dir", default=None, help="Folder for the SQLite file and CSV parts.")
+    args = parser.parse_args()
+    count = 11_000_000 if args.national else args.count
+    if args.national and not args.database_url:
+        parser.error("--national needs --database-url (PostgreSQL)")
+    with tempfile.TemporaryDirectory(prefix="cp-bench-children-", dir=args.dir) as tmp, \
+            ExitStack() as stack:
+        if args.database_url:
+            url, _name = stack.enter_context(scratch_database(args.database_url, "cp_bench"))
+            backend = "PostgreSQL"
+        else:
+            url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+            backend = "SQLite (WAL)"
+        rows = run(url, Path(tmp), count, args.searches, args.las)
+    print(f"Child records, {count:,} synthetic, on {backend}; Python "
+          f"{platform.python_version()}, one process, {os.cpu_count()} CPUs shared")
+    for label, value in rows:
+        print(f"  {label:<30} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

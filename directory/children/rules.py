@@ -1,0 +1,75 @@
+"""Pure helpers shared by the service, the loader and the generator: the keys
+search compares, the directory's identifier, and retention dates."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import date
+
+_LETTERS = re.compile(r"[^a-z]+")
+# Letters that no Unicode decomposition takes to ASCII, as people type them.
+_UNDECOMPOSED = str.maketrans({"ł": "l", "ø": "o", "đ": "d", "ß": "ss", "æ": "ae",
+                               "œ": "oe", "þ": "th", "ð": "d", "\u0131": "i"})
+# An affine map on 10-digit numbers (the multiplier is coprime to 10**10), so
+# identifiers are unique like the row ids they come from, without revealing
+# how many records there are or in which order they were loaded.
+_MULTIPLIER = 7_919_000_003
+_OFFSET = 4_021_337_719
+_MODULUS = 10**10
+
+
+def name_key(name: str) -> str:
+    """What name search compares: no accents, case, spaces or punctuation, so
+    "O'Brien", "OBRIEN" and "O Brien" meet."""
+    if name.isascii():
+        return _LETTERS.sub("", name.lower())
+    decomposed = unicodedata.normalize("NFKD", name.casefold().translate(_UNDECOMPOSED))
+    ascii_only = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return _LETTERS.sub("", ascii_only.casefold())
+
+
+def district_key(raw: str) -> str:
+    """The outward code of a postcode or district, as stored: "ne1", "NE1 4AB" -> "NE1"."""
+    compact = re.sub(r"\s+", "", raw).upper()
+    if len(compact) >= 5 and compact[-3].isdigit():
+        return compact[:-3]
+    return compact[:4]
+
+
+def identifier_for(row_id: int) -> str:
+    """The directory's number for a child: ten digits and a check digit."""
+    body = f"{(row_id * _MULTIPLIER + _OFFSET) % _MODULUS:010d}"
+    return body + str(_check_digit(body))
+
+
+_WEIGHTS = tuple(range(11, 1, -1))
+
+
+def _check_digit(body: str) -> int:
+    total = sum(map(int.__mul__, map(int, body), _WEIGHTS))
+    return (11 - total % 11) % 10
+
+
+def valid_identifier(text: str) -> bool:
+    return len(text) == 11 and text.isdigit() and _check_digit(text[:10]) == int(text[10])
+
+
+def years_before(day: date, years: int) -> date:
+    """The date `years` before `day`; 29 February falls back to the 28th, so a
+    child born on 29 February reaches an age on 1 March in other years."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
+
+
+def months_after(day: date, months: int) -> date:
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    for candidate in (day.day, 30, 29, 28):
+        try:
+            return date(year, month, candidate)
+        except ValueError:
+            continue
+    raise ValueError(day)  # pragma: no cover

@@ -1,0 +1,54 @@
+"""The pure rules: search keys, identifiers, dates."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from directory.children.rules import (
+    district_key,
+    identifier_for,
+    months_after,
+    name_key,
+    valid_identifier,
+    years_before,
+)
+from directory.children.synth import nhs_test_number
+
+
+@pytest.mark.parametrize(("typed", "key"), [
+    ("O'Brien", "obrien"), ("OBRIEN", "obrien"), ("o brien", "obrien"),
+    ("Zoë", "zoe"), ("Smith-Jones", "smithjones"), ("  Ali ", "ali"), ("Łukasz", "lukasz"),
+    ("Søren", "soren"), ("Weiß", "weiss"),
+])
+def test_name_keys(typed: str, key: str) -> None:
+    assert name_key(typed) == key
+
+
+@pytest.mark.parametrize(("typed", "key"), [
+    ("ne1", "NE1"), ("NE1 4AB", "NE1"), ("ne14ab", "NE1"), ("SW1A 1AA", "SW1A"), ("B1", "B1"),
+])
+def test_district_keys(typed: str, key: str) -> None:
+    assert district_key(typed) == key
+
+
+def test_identifiers_are_unique_valid_and_not_sequential() -> None:
+    made = [identifier_for(n) for n in range(1, 200_001)]
+    assert len(set(made)) == len(made)
+    assert all(valid_identifier(i) for i in made[:1000])
+    assert not valid_identifier(made[0][:10] + str((int(made[0][10]) + 1) % 10))
+    assert abs(int(made[1][:10]) - int(made[0][:10])) > 1000
+
+
+def test_dates() -> None:
+    assert years_before(date(2026, 2, 28), 18) == date(2008, 2, 28)
+    assert years_before(date(2028, 2, 29), 18) == date(2010, 2, 28)
+    assert months_after(date(2026, 8, 31), 6) == date(2027, 2, 28)
+
+
+def test_synthetic_nhs_numbers_are_in_the_test_range_and_valid() -> None:
+    from directory.children.loading import _nhs_ok
+    numbers = [nhs_test_number(k) for k in range(0, 50_000, 5)]
+    assert all(n.startswith("999") and _nhs_ok(n) for n in numbers)
+    assert len(set(numbers)) == len(numbers)
