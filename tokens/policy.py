@@ -76,7 +76,11 @@ def strictest(policies: list[EffectivePolicy]) -> EffectivePolicy:
 
 def policy_for(session: Session, person: Person, today: date) -> EffectivePolicy:
     """The policy that applies to this person today."""
-    organisation_ids = {p.organisation_id for p in current_positions(person, today)}
+    return policy_of(session, {p.organisation_id for p in current_positions(person, today)})
+
+
+def policy_of(session: Session, organisation_ids: set[int]) -> EffectivePolicy:
+    """The strictest policy of these organisations (a person's current ones)."""
     if not organisation_ids:
         return DEFAULT_POLICY
     rows = session.scalars(
