@@ -26,6 +26,7 @@ from core.errors import NotFound as DomainNotFound
 from core.settings import PACKAGE_ROOT, Settings, load_settings
 from idp import web
 from idp.container import Container
+from idp.cookies import CachedSerializerSessionInterface
 from tokens.errors import TooManyAttempts
 
 ASSETS = PACKAGE_ROOT / "node_modules" / "govuk-frontend" / "dist" / "govuk"
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         WTF_CSRF_TIME_LIMIT=None,
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
+    app.session_interface = CachedSerializerSessionInterface()
     app.jinja_loader = ChoiceLoader(
         [
             PackageLoader("idp", "templates"),
