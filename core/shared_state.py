@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import BigInteger, String, delete, select
+from sqlalchemy import BigInteger, String, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -41,6 +41,10 @@ class SharedCounter(Base):
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     value: Mapped[int] = mapped_column(BigInteger, nullable=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+
+
+# Built once: sign-in reads the address's count at every step.
+_COUNT = select(SharedCounter.value).where(SharedCounter.key == bindparam("key"))
 
 
 class DatabaseSharedState:
@@ -84,9 +88,7 @@ class DatabaseSharedState:
 
     def count(self, key: str, window_seconds: int) -> int:
         window_key, _ = self._window(key, window_seconds)
-        value = self.session.scalar(
-            select(SharedCounter.value).where(SharedCounter.key == window_key)
-        )
+        value = self.session.connection().execute(_COUNT, {"key": window_key}).scalar()
         return int(value or 0)
 
     def retry_after(self, key: str, window_seconds: int) -> int:

@@ -80,16 +80,54 @@ def access_blockers(person: Person, today: date, *, ignore_status: bool = False)
 
     `ignore_status` asks whether anything but the account's own status stands
     in the way: what activation and reinstatement need to know."""
+    return blockers_for(
+        person.status,
+        person.clearance_expires_on,
+        person.training_expires_on,
+        [
+            PositionTerms(p.starts_on, p.ends_on, p.organisation_id, p.organisation.accreditation)
+            for p in person.positions
+        ],
+        today,
+        ignore_status=ignore_status,
+    )
+
+
+@dataclass(frozen=True)
+class PositionTerms:
+    """What access turns on in a position, as plain values (one row of a join)."""
+
+    starts_on: date
+    ends_on: date | None
+    organisation_id: int
+    accreditation: Accreditation
+
+    def current_on(self, day: date) -> bool:
+        return self.starts_on <= day and (self.ends_on is None or day <= self.ends_on)
+
+
+def blockers_for(
+    status: PersonStatus,
+    clearance_expires_on: date | None,
+    training_expires_on: date | None,
+    positions: Iterable[PositionTerms],
+    today: date,
+    *,
+    ignore_status: bool = False,
+) -> list[str]:
+    """The rules of `access_blockers` on plain values, for callers (sign-in)
+    that read a person's row and positions with one statement, not the ORM."""
     reasons: list[str] = []
-    if not ignore_status and person.status is not PersonStatus.ACTIVE:
-        reasons.append(f"account {person.status.value.replace('_', ' ')}")
-    if person.clearance_expires_on is None or person.clearance_expires_on < today:
+    if not ignore_status and status is not PersonStatus.ACTIVE:
+        reasons.append(f"account {status.value.replace('_', ' ')}")
+    if clearance_expires_on is None or clearance_expires_on < today:
         reasons.append("clearance lapsed")
-    if person.training_expires_on is None or person.training_expires_on < today:
+    if training_expires_on is None or training_expires_on < today:
         reasons.append("training lapsed")
-    if not any(p.current_on(today) for p in person.positions):
+    current = [p for p in positions if p.current_on(today)]
+    if not current:
         reasons.append("no current position")
-    elif not current_positions(person, today):
+    elif not any(p.accreditation is Accreditation.ACCREDITED for p in current):
         reasons.append("organisation not accredited")
     return reasons
 

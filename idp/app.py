@@ -26,6 +26,7 @@ from core.errors import NotFound as DomainNotFound
 from core.settings import PACKAGE_ROOT, Settings, load_settings
 from idp import web
 from idp.container import Container, Unit
+from idp.cookies import CachedSerializerSessionInterface
 from idp.oidc.token_endpoint import TOKEN_UNIT, TokenEndpoint
 from tokens.errors import TooManyAttempts
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         WTF_CSRF_TIME_LIMIT=None,
         MAX_CONTENT_LENGTH=1024 * 1024,
     )
+    app.session_interface = CachedSerializerSessionInterface()
     app.jinja_loader = ChoiceLoader(
         [
             PackageLoader("idp", "templates"),
@@ -188,7 +190,7 @@ def _register_request_hooks(app: Flask, built: Container) -> None:
     @app.after_request
     def finish(response: Response) -> Response:
         unit = g.get("unit")
-        if unit is not None and response.status_code < 400:
+        if unit is not None and response.status_code < 400 and unit.has_session:
             unit.commit()
         response.headers["X-Request-Id"] = g.get("request_id", "")
         if not request.path.startswith(("/assets/", "/assets-local/")):

@@ -147,6 +147,12 @@ class Unit:
         self.session.commit()
 
     @property
+    def has_session(self) -> bool:
+        """Whether this unit has opened its database session (and so may have
+        work to commit): a request that never touched the database skips it."""
+        return "session" in self.__dict__
+
+    @property
     def clock(self) -> Clock:
         return self.container.clock
 

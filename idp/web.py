@@ -64,6 +64,18 @@ class SignedInUser(UserMixin):  # type: ignore[misc]
         return self.token
 
 
+@dataclass
+class NewSession(UserMixin):  # type: ignore[misc]
+    """A session the sign-in service has just started and checked, for
+    Flask-Login to write into the cookie. It is not a `SignedInUser`: the
+    response that logs it in is a redirect, which shows no one."""
+
+    token: str
+
+    def get_id(self) -> str:
+        return self.token
+
+
 def container() -> Container:
     built: Container = current_app.extensions["contactpoint"]
     return built

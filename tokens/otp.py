@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 
 import pyotp
-from sqlalchemy import update
+from sqlalchemy import and_, bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -21,6 +21,19 @@ from core.clock import Clock
 from core.crypto import DataCipher
 from core.settings import TotpSettings
 from tokens.models import OtpAlgorithm, OtpToken, TokenForm, TokenState
+
+# Built once (every sign-in claims a step). TOTP: the mark is the last step
+# used, and a step is taken only past it; HOTP: the mark is the next counter.
+_CLAIM_TOTP = (
+    update(OtpToken)
+    .where(and_(OtpToken.id == bindparam("token_id"), OtpToken.last_step < bindparam("mark")))
+    .values(last_step=bindparam("mark"))
+)
+_CLAIM_HOTP = (
+    update(OtpToken)
+    .where(and_(OtpToken.id == bindparam("token_id"), OtpToken.last_step <= bindparam("step")))
+    .values(last_step=bindparam("mark"))
+)
 
 
 def new_totp_secret() -> str:
@@ -77,19 +90,14 @@ class OtpVerifier:
 
     def claim(self, token: OtpToken, step: int) -> bool:
         """Move the token's mark past `step`; False if another request got there first."""
-        mark = step if token.algorithm is OtpAlgorithm.TOTP else step + 1
-        condition = (
-            OtpToken.last_step < mark
-            if token.algorithm is OtpAlgorithm.TOTP
-            else OtpToken.last_step <= step
+        totp = token.algorithm is OtpAlgorithm.TOTP
+        mark = step if totp else step + 1
+        self.session.flush()  # as the ORM statement this replaces did
+        result = self.session.connection().execute(
+            _CLAIM_TOTP if totp else _CLAIM_HOTP,
+            {"token_id": token.id, "mark": mark, "step": step},
         )
-        result = self.session.execute(
-            update(OtpToken)
-            .where(OtpToken.id == token.id, condition)
-            .values(last_step=mark)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:  # type: ignore[attr-defined]
+        if result.rowcount == 1:
             # The row holds the mark already: keep the object in step without
             # marking it dirty, which would flush a second, unconditional UPDATE.
             set_committed_value(token, "last_step", mark)

@@ -13,7 +13,7 @@ import enum
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.audit import Auditor
@@ -49,6 +49,12 @@ class EffectivePolicy:
 DEFAULT_POLICY = EffectivePolicy(frozenset(Factor), "none", "preferred")
 
 
+# Built once: sign-in reads the policy of the person's organisations every time.
+_POLICIES = select(AuthenticatorPolicy.__table__).where(
+    AuthenticatorPolicy.__table__.c.organisation_id.in_(bindparam("ids", expanding=True))
+)
+
+
 def _one(row: AuthenticatorPolicy) -> EffectivePolicy:
     allowed = set()
     if row.allow_soft_token:
@@ -76,13 +82,16 @@ def strictest(policies: list[EffectivePolicy]) -> EffectivePolicy:
 
 def policy_for(session: Session, person: Person, today: date) -> EffectivePolicy:
     """The policy that applies to this person today."""
-    organisation_ids = {p.organisation_id for p in current_positions(person, today)}
+    return policy_of(session, {p.organisation_id for p in current_positions(person, today)})
+
+
+def policy_of(session: Session, organisation_ids: set[int]) -> EffectivePolicy:
+    """The strictest policy of these organisations (a person's current ones)."""
     if not organisation_ids:
         return DEFAULT_POLICY
-    rows = session.scalars(
-        select(AuthenticatorPolicy).where(AuthenticatorPolicy.organisation_id.in_(organisation_ids))
-    )
-    return strictest([_one(row) for row in rows])
+    session.flush()  # a policy changed in this unit counts, as the ORM's autoflush made it
+    rows = session.connection().execute(_POLICIES, {"ids": sorted(organisation_ids)})
+    return strictest([_one(AuthenticatorPolicy(**row._mapping)) for row in rows])
 
 
 @dataclass

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from core.clock import Clock
 from core.crypto import SecretDigester, new_token
@@ -23,6 +24,20 @@ from directory.service import access_blockers
 from tokens.models import AuthSession
 
 LAST_SEEN_GRANULARITY = timedelta(seconds=60)
+
+
+class SessionHolder(Protocol):
+    """Whom a session is for: a `Person`, or the plain values sign-in reads."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def security_epoch(self) -> int: ...
+
+
+# Built once: one INSERT per sign-in, its id back in the same statement.
+_INSERT_SESSION = insert(AuthSession).returning(AuthSession.id)
 
 
 @dataclass(frozen=True)
@@ -44,29 +59,36 @@ class SessionService:
 
     def start(
         self,
-        person: Person,
+        person: SessionHolder,
         *,
         acr: str,
         amr: list[str],
         client_address: str | None,
         user_agent: str | None,
     ) -> tuple[str, AuthSession]:
+        """Insert the session with one Core statement (sign-in makes one each
+        time) and hand back the row as a persistent object of this session."""
         token = new_token()
         now = self.clock.now()
-        record = AuthSession(
-            digest=self.digester.digest(token),
-            person_id=person.id,
-            epoch=person.security_epoch,
-            acr=acr,
-            amr=amr,
-            created_at=now,
-            last_seen_at=now,
-            absolute_expires_at=now + timedelta(hours=self.settings.absolute_hours),
-            client_address=client_address,
-            user_agent=(user_agent or "")[:300] or None,
-        )
+        values = {
+            "digest": self.digester.digest(token),
+            "person_id": person.id,
+            "epoch": person.security_epoch,
+            "acr": acr,
+            "amr": amr,
+            "created_at": now,
+            "last_seen_at": now,
+            "absolute_expires_at": now + timedelta(hours=self.settings.absolute_hours),
+            "ended_at": None,
+            "ended_reason": None,
+            "client_address": client_address,
+            "user_agent": (user_agent or "")[:300] or None,
+        }
+        self.session.flush()  # as the ORM would, before a statement of its own
+        record_id = self.session.connection().execute(_INSERT_SESSION, values).scalar_one()
+        record = AuthSession(id=record_id, **values)
+        make_transient_to_detached(record)
         self.session.add(record)
-        self.session.flush()
         return token, record
 
     def _find(self, token: str) -> AuthSession | None:

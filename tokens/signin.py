@@ -12,21 +12,31 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from functools import cached_property
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import FromClause, Row, Select, and_, bindparam, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import SecretDigester, new_token
 from core.settings import Settings
-from directory.models import Person
+from directory.models import (
+    Accreditation,
+    Organisation,
+    Person,
+    PersonStatus,
+    Position,
+)
 from directory.service import (
     DirectoryService,
+    PositionTerms,
     Principal,
-    access_blockers,
+    blockers_for,
+    fold_username,
     require_admin_over,
 )
 from tokens.assurance import (
@@ -53,7 +63,7 @@ from tokens.models import (
 )
 from tokens.otp import OtpVerifier
 from tokens.passwords import SecretHasher
-from tokens.policy import factor_of_token
+from tokens.policy import factor_of_token, policy_of
 from tokens.sessions import SessionService
 from tokens.webauthn import AssertionRefused, SecurityKeyService, VerifiedKey
 
@@ -61,6 +71,143 @@ SIGNIN = "signin"
 SECOND_FACTOR = "second_factor"
 STEP_UP = "step_up"
 SECURITY_KEY = "security_key"
+
+
+# -- the statements of the two steps ------------------------------------------------------
+#
+# Built once, run on the session's connection: each sign-in step reads what it
+# needs in one statement, where the ORM took several and cost more in Python
+# than argon2id's budget leaves. Failures and rare paths (rehash, clearing a
+# failure count, security keys) still go through the ORM objects.
+
+_person = Person.__table__
+_position = Position.__table__
+_organisation = Organisation.__table__
+_guard = SignInGuard.__table__
+_flow = Flow.__table__
+
+
+def _account_query(credential: FromClause, where: Any) -> Select[Any]:
+    """The person, one secret's hash, the lock and every position (one row each)."""
+    return (
+        select(
+            _person.c.id,
+            _person.c.username,
+            _person.c.status,
+            _person.c.clearance_expires_on,
+            _person.c.training_expires_on,
+            _person.c.security_epoch,
+            credential.c.hash,
+            _guard.c.consecutive_failures,
+            _guard.c.lock_count,
+            _guard.c.locked_until,
+            _guard.c.locked_permanently,
+            _position.c.starts_on,
+            _position.c.ends_on,
+            _position.c.organisation_id,
+            _organisation.c.accreditation,
+        )
+        .select_from(
+            _person.outerjoin(credential, credential.c.person_id == _person.c.id)
+            .outerjoin(_guard, _guard.c.person_id == _person.c.id)
+            .outerjoin(
+                _position.join(_organisation, _organisation.c.id == _position.c.organisation_id),
+                _position.c.person_id == _person.c.id,
+            )
+        )
+        .where(where)
+        .order_by(_position.c.id)
+    )
+
+
+_ACCOUNT_BY_USERNAME = _account_query(
+    PasswordCredential.__table__, _person.c.username_folded == bindparam("folded")
+)
+_ACCOUNT_BY_ID = _account_query(PinCredential.__table__, _person.c.id == bindparam("person_id"))
+_FLOW_BY_DIGEST = select(
+    _flow.c.id,
+    _flow.c.kind,
+    _flow.c.stage,
+    _flow.c.person_id,
+    _flow.c.epoch,
+    _flow.c.expires_at,
+    _flow.c.finished_at,
+).where(_flow.c.digest == bindparam("digest"))
+_otp_token = OtpToken.__table__
+_ACTIVE_TOKENS = select(_otp_token).where(
+    and_(_otp_token.c.person_id == bindparam("person_id"), _otp_token.c.state == TokenState.ACTIVE)
+)
+_INSERT_FLOW = insert(Flow)
+# Conditional, so that a flow is used up once even when two requests race.
+_FINISH_FLOW = (
+    update(Flow)
+    .where(and_(_flow.c.id == bindparam("flow_id"), _flow.c.finished_at.is_(None)))
+    .values(finished_at=bindparam("now"))
+)
+
+
+@dataclass(frozen=True)
+class _Account:
+    """What a sign-in step decides on, read with one statement."""
+
+    id: int
+    username: str
+    status: PersonStatus
+    clearance_expires_on: date | None
+    training_expires_on: date | None
+    security_epoch: int
+    secret_hash: str | None  # the password's at step 1, the PIN's at step 2
+    failures: bool  # a failure count or a lock to clear on success
+    locked_until: datetime | None
+    locked_permanently: bool
+    positions: tuple[PositionTerms, ...]
+
+    @classmethod
+    def from_rows(cls, rows: list[Row[Any]]) -> _Account | None:
+        if not rows:
+            return None
+        first = rows[0]
+        return cls(
+            id=first.id,
+            username=first.username,
+            status=first.status,
+            clearance_expires_on=first.clearance_expires_on,
+            training_expires_on=first.training_expires_on,
+            security_epoch=first.security_epoch,
+            secret_hash=first.hash,
+            failures=bool(first.consecutive_failures or first.lock_count or first.locked_until),
+            locked_until=first.locked_until,
+            locked_permanently=bool(first.locked_permanently),
+            positions=tuple(
+                PositionTerms(r.starts_on, r.ends_on, r.organisation_id, r.accreditation)
+                for r in rows
+                if r.organisation_id is not None
+            ),
+        )
+
+    def locked(self, now: datetime) -> bool:
+        """As `tokens.attempts.is_locked`, on the row read with the person."""
+        return self.locked_permanently or (
+            self.locked_until is not None and self.locked_until > now
+        )
+
+    def blockers(self, today: date) -> list[str]:
+        return blockers_for(
+            self.status,
+            self.clearance_expires_on,
+            self.training_expires_on,
+            self.positions,
+            today,
+        )
+
+    def organisations(self, today: date) -> set[int]:
+        """Those of current positions in accredited organisations, as
+        `directory.service.current_positions` counts them."""
+        return {
+            p.organisation_id
+            for p in self.positions
+            if p.current_on(today) and p.accreditation is Accreditation.ACCREDITED
+        }
 
 
 @dataclass(frozen=True)
@@ -85,7 +232,14 @@ class _Refused(Exception):
 class SignedIn:
     token: str
     record: AuthSession
-    person: Person
+    person_id: int
+    _load_person: Callable[[int], Person] = field(repr=False, compare=False)
+
+    @cached_property
+    def person(self) -> Person:
+        """Loaded when asked for: the redirect that follows a sign-in needs
+        only the token, and the next request loads the person anyway."""
+        return self._load_person(self.person_id)
 
 
 @dataclass
@@ -101,6 +255,7 @@ class SignInService:
     directory: DirectoryService
     attempts: Attempts
     _flows: dict[str, Flow] = field(default_factory=dict, init=False, repr=False)
+    _flow_rows: dict[str, Row[Any]] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
     def keys(self) -> SecurityKeyService:
@@ -113,56 +268,76 @@ class SignInService:
     # -- failures ---------------------------------------------------------------
 
     def _fail(
-        self, client: Client, person: Person | None, stage: str, why: str, *, count: bool
+        self,
+        client: Client,
+        person: Person | _Account | None,
+        stage: str,
+        why: str,
+        *,
+        count: bool,
     ) -> SignInFailed:
         """Count and audit a failure; return the one error every failure raises."""
+        if isinstance(person, _Account):
+            person = self.directory.person(person.id)
         self.attempts.failed(
             client, person, f"signin:{stage}:failure", {"reason": why}, count=count
         )
         return SignInFailed()
+
+    def _account(self, query: Select[Any], **params: object) -> _Account | None:
+        rows = list(self.session.connection().execute(query, params))
+        return _Account.from_rows(rows)
 
     # -- step 1 ---------------------------------------------------------------
 
     def begin(self, username: str, password: str, client: Client) -> str:
         """Check username and password; return the token of the second step."""
         self.attempts.check_address(client, "signin")
-        person = self.directory.person_by_username(username) if username else None
-        credential = self.session.get(PasswordCredential, person.id) if person else None
-        password_ok = self.hasher.verify(credential.hash if credential else None, password)
-        if person is None:
+        self.session.flush()  # the reads below see this unit's own changes
+        account = (
+            self._account(_ACCOUNT_BY_USERNAME, folded=fold_username(username))
+            if username
+            else None
+        )
+        password_ok = self.hasher.verify(account.secret_hash if account else None, password)
+        if account is None:
             raise self._fail(client, None, "password", "unknown username", count=False)
         now = self.clock.now()
-        if self.attempts.locked(person):
-            raise self._fail(client, person, "password", "account locked", count=True)
-        if not password_ok or credential is None:
-            raise self._fail(client, person, "password", "wrong password", count=True)
-        blockers = access_blockers(person, now.date())
+        if account.locked(now):
+            raise self._fail(client, account, "password", "account locked", count=True)
+        if not password_ok or account.secret_hash is None:
+            raise self._fail(client, account, "password", "wrong password", count=True)
+        blockers = account.blockers(now.date())
         if blockers:
-            raise self._fail(client, person, "password", "; ".join(blockers), count=False)
-        if self.hasher.needs_rehash(credential.hash):
+            raise self._fail(client, account, "password", "; ".join(blockers), count=False)
+        if self.hasher.needs_rehash(account.secret_hash):
+            credential = self.session.get(PasswordCredential, account.id)
+            assert credential is not None
             credential.hash = self.hasher.hash(password)
             self.audit.record(
-                "credential:password:rehashed", subject_type="person", subject_id=person.id
+                "credential:password:rehashed", subject_type="person", subject_id=account.id
             )
         token = new_token()
-        self.session.add(
-            Flow(
-                digest=self.digester.digest(token),
-                kind=SIGNIN,
-                stage=SECOND_FACTOR,
-                person_id=person.id,
-                epoch=person.security_epoch,
-                created_at=now,
-                expires_at=now + timedelta(minutes=self.settings.signin.flow_minutes),
-                data={},
-            )
+        self.session.connection().execute(
+            _INSERT_FLOW,
+            {
+                "digest": self.digester.digest(token),
+                "kind": SIGNIN,
+                "stage": SECOND_FACTOR,
+                "person_id": account.id,
+                "epoch": account.security_epoch,
+                "created_at": now,
+                "expires_at": now + timedelta(minutes=self.settings.signin.flow_minutes),
+                "finished_at": None,
+                "data": {},
+            },
         )
         self.audit.record(
             "signin:password:success",
             subject_type="person",
-            subject_id=person.id,
-            actor_id=person.id,
-            actor_label=person.username,
+            subject_id=account.id,
+            actor_id=account.id,
+            actor_label=account.username,
         )
         self.session.commit()
         return token
@@ -188,15 +363,51 @@ class SignInService:
             return None
         return flow
 
+    def _flow_row(self, flow_token: str) -> Row[Any] | None:
+        """The flow's row if it is a sign-in waiting for its second step. The
+        page checks before `complete` does, in the same unit of work: the
+        second look reuses the first one's row."""
+        digest = self.digester.digest(flow_token)
+        row: Row[Any] | None = self._flow_rows.get(digest)
+        if row is None:
+            row = self.session.connection().execute(_FLOW_BY_DIGEST, {"digest": digest}).first()  # type: ignore[assignment]
+            if row is not None:
+                self._flow_rows[digest] = row
+        if (
+            row is None
+            or row.kind != SIGNIN
+            or row.stage != SECOND_FACTOR
+            or row.finished_at is not None
+            or row.expires_at <= self.clock.now()
+        ):
+            return None
+        return row
+
+    def is_pending(self, flow_token: str) -> bool:
+        """Whether this is a sign-in waiting for its second step (the page's check)."""
+        return self._flow_row(flow_token) is not None
+
+    def _finish_flow(self, flow_token: str, flow_id: int) -> bool:
+        """Use the flow up; False if another request used it first."""
+        now = self.clock.now()
+        digest = self.digester.digest(flow_token)
+        self._flow_rows.pop(digest, None)
+        result = self.session.connection().execute(_FINISH_FLOW, {"flow_id": flow_id, "now": now})
+        loaded = self._flows.get(digest)
+        if loaded is not None:  # keep a flow object this unit loaded in step, unflushed
+            set_committed_value(loaded, "finished_at", now)
+        return bool(result.rowcount == 1)
+
     def complete(self, flow_token: str, code: str, pin: str, client: Client) -> SignedIn:
         """Check the token code and PIN; start a session with its assurance."""
 
-        def token_code(person: Person) -> _Factor:
-            used = self.verify_code(person, code)
+        def token_code(account: _Account) -> _Factor:
+            used = self._verify_code(account.id, code)
             if used is None:
                 raise _Refused("wrong or reused token code", count=True)
             factor = factor_of_token(used.form)
-            if not self.keys.policy(person).allows(factor):
+            policy = policy_of(self.session, account.organisations(self.clock.today()))
+            if not policy.allows(factor):
                 # The code was right, so this is no guess: not counted.
                 raise _Refused(f"organisation policy forbids {factor.value}", count=False)
             hwk_or_swk = HARDWARE_KEY if used.form is TokenForm.HARDWARE else SOFTWARE_KEY
@@ -229,7 +440,8 @@ class SignInService:
         flow = self.pending_flow(flow_token)
         challenge = str(flow.data.get("key_challenge") or "") if flow is not None else ""
 
-        def security_key(person: Person) -> _Factor:
+        def security_key(account: _Account) -> _Factor:
+            person = self.directory.person(account.id)
             verified = self._verify_key(person, credential_json, challenge)
             return _Factor(
                 acr=acr_for_level(3, self.settings.assurance),
@@ -253,43 +465,49 @@ class SignInService:
         flow_token: str,
         pin: str,
         client: Client,
-        check: Callable[[Person], _Factor],
+        check: Callable[[_Account], _Factor],
     ) -> SignedIn:
         """The second step whatever the factor: the flow is used up, the PIN,
         the lock and the person's access are checked alike, and every refusal
         is the same `SignInFailed`."""
         self.attempts.check_address(client, "signin")
-        flow = self.pending_flow(flow_token)
+        self.session.flush()  # the reads below see this unit's own changes
+        flow = self._flow_row(flow_token)
         if flow is None:
             raise FlowExpired()
-        person = self.directory.person(flow.person_id)
-        flow.finished_at = self.clock.now()
-        pin_row = self.session.get(PinCredential, person.id)
-        pin_ok = self.hasher.verify(pin_row.hash if pin_row else None, pin) and pin_row is not None
+        account = self._account(_ACCOUNT_BY_ID, person_id=flow.person_id)
+        if account is None or not self._finish_flow(flow_token, flow.id):
+            raise FlowExpired()
+        pin_ok = (
+            self.hasher.verify(account.secret_hash, pin) and account.secret_hash is not None
+        )
         now = self.clock.now()
-        if flow.epoch != person.security_epoch:
+        if flow.epoch != account.security_epoch:
             raise self._fail(
-                client, person, "second_factor", "access ended during sign-in", count=False
+                client, account, "second_factor", "access ended during sign-in", count=False
             )
-        if self.attempts.locked(person):
-            raise self._fail(client, person, "second_factor", "account locked", count=True)
+        if account.locked(now):
+            raise self._fail(client, account, "second_factor", "account locked", count=True)
         if not pin_ok:
-            raise self._fail(client, person, "second_factor", "wrong PIN", count=True)
+            raise self._fail(client, account, "second_factor", "wrong PIN", count=True)
         try:
-            factor = check(person)
+            factor = check(account)
         except _Refused as refused:
             raise self._fail(
-                client, person, "second_factor", refused.reason, count=refused.count
+                client, account, "second_factor", refused.reason, count=refused.count
             ) from refused
-        blockers = access_blockers(person, now.date())
+        blockers = account.blockers(now.date())
         if blockers:
-            raise self._fail(client, person, "second_factor", "; ".join(blockers), count=False)
-        assert pin_row is not None
-        if self.hasher.needs_rehash(pin_row.hash):
+            raise self._fail(client, account, "second_factor", "; ".join(blockers), count=False)
+        assert account.secret_hash is not None
+        if self.hasher.needs_rehash(account.secret_hash):
+            pin_row = self.session.get(PinCredential, account.id)
+            assert pin_row is not None
             pin_row.hash = self.hasher.hash(pin)
-        self.attempts.succeeded(person)
+        if account.failures:
+            self.attempts.succeeded(self.directory.person(account.id))
         token, record = self.sessions.start(
-            person,
+            account,
             acr=factor.acr,
             amr=factor.amr,
             client_address=client.address,
@@ -298,13 +516,13 @@ class SignInService:
         self.audit.record(
             "signin:success",
             subject_type="person",
-            subject_id=person.id,
-            actor_id=person.id,
-            actor_label=person.username,
+            subject_id=account.id,
+            actor_id=account.id,
+            actor_label=account.username,
             detail={"acr": record.acr, "amr": factor.amr, **factor.detail},
         )
         self.session.commit()
-        return SignedIn(token, record, person)
+        return SignedIn(token, record, account.id, self.directory.person)
 
     # -- step-up to level 3 ----------------------------------------------------
 
@@ -399,6 +617,19 @@ class SignInService:
             )
         )
         for token in tokens:
+            if self.otp.verify(token, code):
+                return token
+        return None
+
+    def _verify_code(self, person_id: int, code: str) -> OtpToken | None:
+        """The person's active token that accepts this code, now used up.
+
+        Read with one Core statement into objects outside the session: the
+        mark that refuses a replay moves in the database, with a conditional
+        UPDATE (`OtpVerifier.claim`), never through these objects."""
+        rows = self.session.connection().execute(_ACTIVE_TOKENS, {"person_id": person_id})
+        for row in rows.all():
+            token = OtpToken(**row._mapping)
             if self.otp.verify(token, code):
                 return token
         return None

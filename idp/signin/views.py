@@ -51,7 +51,7 @@ def start() -> Response | str | tuple[str, int]:
 @blueprint.route("/sign-in/token", methods=["GET", "POST"])
 def second_step() -> Response | str | tuple[str, int]:
     flow = session.get(FLOW_KEY)
-    if not flow or web.unit().signin.pending_flow(flow) is None:
+    if not flow or not web.unit().signin.is_pending(flow):
         session.pop(FLOW_KEY, None)
         return redirect(url_for("signin.start"))
     form = TokenStepForm()
@@ -103,8 +103,9 @@ def _signed_in(signed: SignedIn) -> Response:
         # Signing in again over a live session replaces it, on the server too.
         web.unit().signin.sign_out(previous.token)
     session.clear()  # a fresh session at sign-in: nothing from before carries over
-    # The service has just started and checked this session: no need to look it up again.
-    login_user(web.user_for(signed.token, signed.person, signed.record))
+    # The service has just started and checked this session; this response is
+    # a redirect, and the next request loads the person as every request does.
+    login_user(web.NewSession(signed.token))
     return redirect(target)
 
 

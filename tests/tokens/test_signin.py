@@ -313,6 +313,29 @@ def test_second_step_flow_cannot_be_reused_after_success(
             unit.signin.complete(flow, member.totp(container), member.pin, CLIENT)
 
 
+def test_a_flow_checked_by_two_requests_is_used_by_the_first_only(
+    container: Container, world: World, clock: FrozenClock
+) -> None:
+    """Two requests that both saw the flow waiting (the page's check) race to
+    complete it: using it up is conditional, so the second finds it used."""
+    member = world.member(world.organisation())
+    with container.unit() as unit:
+        flow = unit.signin.begin(member.username, member.password, CLIENT)
+    with container.unit() as first, container.unit() as second:
+        assert first.signin.is_pending(flow)
+        assert second.signin.is_pending(flow)
+        first.signin.complete(flow, member.totp(container), member.pin, CLIENT)
+        clock.advance(seconds=30)  # a fresh code: only the flow can refuse it
+        with pytest.raises(FlowExpired):
+            second.signin.complete(flow, member.totp(container), member.pin, CLIENT)
+    with container.unit() as unit:
+        assert not unit.signin.is_pending(flow)
+        sessions = unit.session.scalars(
+            select(AuthSession).where(AuthSession.person_id == member.person.id)
+        ).all()
+        assert len(sessions) == 1
+
+
 def test_second_step_flow_expires(container: Container, world: World, clock: FrozenClock) -> None:
     member = world.member(world.organisation())
     minutes = container.settings.signin.flow_minutes
