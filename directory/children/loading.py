@@ -331,7 +331,12 @@ class ChildLoader:
             # big load spends its time re-reading and re-writing them.
             self.session.execute(text(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}"))
         try:
-            return self._load(operator, rows, source, file_label, progress, today)
+            report = self._load(operator, rows, source, file_label, progress, today)
+            if sqlite:
+                # SQLite keeps no statistics unless asked: without them it may
+                # pick the surname + date-of-birth index for a district search.
+                self.session.execute(text("PRAGMA optimize"))
+            return report
         finally:
             if sqlite and self.session.is_active:
                 self.session.execute(text("PRAGMA cache_size=-2000"))
