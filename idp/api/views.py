@@ -99,21 +99,30 @@ def _token_problem(refused: TokenRefused) -> Response:
     )
 
 
-def operation(view: F) -> F:
-    """Authorise by the bearer token, then run the view as its caller."""
+def operation(*query: str) -> Callable[[F], F]:
+    """Authorise by the bearer token, then run the view as its caller. `query`
+    names the only query parameters the operation takes: any other is refused,
+    as the document says, rather than silently ignored."""
 
-    @wraps(view)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            who = caller()
-        except TokenRefused as refused:
-            return _token_problem(refused)
-        except NotAnAdministrator:
-            return problem(403, "not_allowed", "You are not allowed to do that",
-                           "This token's holder administers no organisation.")
-        return view(who, *args, **kwargs)
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                who = caller()
+            except TokenRefused as refused:
+                return _token_problem(refused)
+            except NotAnAdministrator:
+                return problem(403, "not_allowed", "You are not allowed to do that",
+                               "This token's holder administers no organisation.")
+            unknown = sorted(set(request.args) - set(query))
+            if unknown:
+                raise InvalidInput([FieldProblem(name[:40], "This operation takes no such "
+                                                 "parameter") for name in unknown[:5]])
+            return view(who, *args, **kwargs)
 
-    return wrapped  # type: ignore[return-value]
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
 
 
 # -- input -------------------------------------------------------------------------
@@ -270,7 +279,7 @@ def openapi_document() -> Response:
 
 
 @blueprint.get("/organisations")
-@operation
+@operation("page", "per_page")
 def organisations(who: Caller) -> Response:
     number, per_page = _paging()
     every = web.unit().administration.organisations(who.principal)
@@ -280,7 +289,7 @@ def organisations(who: Caller) -> Response:
 
 
 @blueprint.get(f"/organisations/<{ID}:organisation_id>")
-@operation
+@operation()
 def organisation(who: Caller, organisation_id: int) -> Response:
     org = web.unit().administration.organisation_for(
         who.principal, Act.LIST_PEOPLE, organisation_id)
@@ -288,7 +297,7 @@ def organisation(who: Caller, organisation_id: int) -> Response:
 
 
 @blueprint.get(f"/organisations/<{ID}:organisation_id>/people")
-@operation
+@operation("q", "page", "per_page")
 def people(who: Caller, organisation_id: int) -> Response:
     number, per_page = _paging()
     query = _search()
@@ -298,7 +307,7 @@ def people(who: Caller, organisation_id: int) -> Response:
 
 
 @blueprint.get(f"/organisations/<{ID}:organisation_id>/audit-trail")
-@operation
+@operation("page", "per_page")
 def audit_trail(who: Caller, organisation_id: int) -> Response:
     number, per_page = _paging()
     unit = web.unit()
@@ -310,7 +319,7 @@ def audit_trail(who: Caller, organisation_id: int) -> Response:
 
 
 @blueprint.post(f"/organisations/<{ID}:organisation_id>/suspension")
-@operation
+@operation()
 def suspend_organisation(who: Caller, organisation_id: int) -> Response:
     unit = web.unit()
     change = unit.accreditation.suspend(who.principal, organisation_id, _reason())
@@ -319,7 +328,7 @@ def suspend_organisation(who: Caller, organisation_id: int) -> Response:
 
 
 @blueprint.post(f"/organisations/<{ID}:organisation_id>/accreditation")
-@operation
+@operation()
 def accredit_organisation(who: Caller, organisation_id: int) -> Response:
     unit = web.unit()
     change = unit.accreditation.accredit(who.principal, organisation_id, _reason())
@@ -331,7 +340,7 @@ def accredit_organisation(who: Caller, organisation_id: int) -> Response:
 
 
 @blueprint.get(f"/people/<{ID}:person_id>")
-@operation
+@operation()
 def person(who: Caller, person_id: int) -> Response:
     unit = web.unit()
     target = unit.administration.person_for(who.principal, Act.LIST_PEOPLE, person_id)
@@ -339,7 +348,7 @@ def person(who: Caller, person_id: int) -> Response:
 
 
 @blueprint.post(f"/people/<{ID}:person_id>/suspension")
-@operation
+@operation()
 def suspend_person(who: Caller, person_id: int) -> Response:
     unit = web.unit()
     target = unit.administration.suspend(who.principal, person_id, _reason())
@@ -349,7 +358,7 @@ def suspend_person(who: Caller, person_id: int) -> Response:
 
 
 @blueprint.post(f"/people/<{ID}:person_id>/reinstatement")
-@operation
+@operation()
 def reinstate_person(who: Caller, person_id: int) -> Response:
     unit = web.unit()
     target = unit.administration.reinstate(who.principal, person_id, _reason())
@@ -359,7 +368,7 @@ def reinstate_person(who: Caller, person_id: int) -> Response:
 
 
 @blueprint.post(f"/positions/<{ID}:position_id>/end")
-@operation
+@operation()
 def end_position(who: Caller, position_id: int) -> Response:
     unit = web.unit()
     position = unit.administration.end_position(who.principal, position_id, _reason())
