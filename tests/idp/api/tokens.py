@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from flask import Flask
 
 from core.clock import FrozenClock
-from directory.models import Organisation
+from directory.models import Organisation, Role
 from idp.container import Container
 from idp.oidc.clients import Registration
 from tests.factories import Member, World
@@ -92,3 +92,20 @@ def person_token(flask_app: Flask, container: Container, clock: FrozenClock, mem
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def admin_tool(world: World) -> tuple[App, Member]:
+    """A first-party application that asks for the admin scope, registered by one
+    platform admin and approved by another (nobody approves their own); and the
+    approver, to approve more."""
+    platform_org = world.organisation("ContactPoint Platform")
+    registrant = world.member(platform_org, Role.PLATFORM_ADMIN, given_name="Pat",
+                              family_name="Platform")
+    approver = world.member(platform_org, Role.PLATFORM_ADMIN, given_name="Quinn")
+    tool = register(world, platform_org, registrant, registrant, approve=False,
+                    name="Admin tool")
+    unit = world.unit
+    unit.clients.approve(world.principal(approver), tool.client_id, "checked")
+    unit.clients.set_first_party(world.principal(approver), tool.client_id, True)
+    unit.commit()
+    return tool, approver
