@@ -93,7 +93,7 @@ def _act(summary: str, operation_id: str, ok: dict[str, Any], parameter: dict[st
             "tags": [tag],
             "parameters": [parameter],
             "requestBody": REASON_BODY,
-            "responses": _responses(ok, "404", "409"),
+            "responses": _responses(ok, "404", "409", "413"),
         }
     }
 
@@ -295,7 +295,10 @@ def _components() -> dict[str, Any]:
                             "whether the thing asked about exists or not."),
             "404": _problem("No such route."),
             "409": _problem("Not possible in the current state."),
-            "503": _problem("A backing service is unavailable; try again."),
+            "413": _problem("The request body is larger than the service accepts."),
+            "503": _problem("A backing service is unavailable; try again.", **{"Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "string"}}}),
         },
         "schemas": _schemas(),
     }

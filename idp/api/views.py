@@ -14,11 +14,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, g, jsonify, request
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from core.audit import AuditEntry
-from core.errors import DomainError, FieldProblem, InvalidInput
+from core.errors import DomainError, FieldProblem, InvalidInput, ServiceUnavailable
 from directory.accreditation import REASON_MAX, AccreditationChange
 from directory.administration import PER_PAGE_MAX, Act, Page
 from directory.models import Organisation, Person, Position
@@ -71,6 +72,13 @@ def domain_error(error: DomainError) -> Response:
 def http_error(error: HTTPException) -> Response:
     code = error.code or 500
     return problem(code, f"http.{code}", error.name, error.description or error.name)
+
+
+@blueprint.errorhandler(DBAPIError)
+def database_unavailable(_error: DBAPIError) -> Response:
+    current_app.logger.exception("database unavailable in API request %s", g.get("request_id"))
+    return problem(503, ServiceUnavailable.error_id, ServiceUnavailable.title,
+                   "Try again shortly.", headers={"Retry-After": "1"})
 
 
 @blueprint.errorhandler(Exception)

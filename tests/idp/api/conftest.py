@@ -11,7 +11,7 @@ from core.clock import FrozenClock
 from directory.models import Organisation, OrganisationKind, Role
 from idp.container import Container
 from tests.factories import Member, World
-from tests.idp.api.tokens import App, client_token, person_token, register
+from tests.idp.api.tokens import App, admin_tool, client_token, person_token, register
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Cast:
     other_org: Organisation
     admin: Member
     other_admin: Member
-    platform: Member
+    platform: Member  # a platform admin (who approved the admin tool)
     practitioner: Member
     staff: list[Member]
     tool: App  # a first-party application with the admin scope, for people's tokens
@@ -39,23 +39,13 @@ class Cast:
 def cast(world: World) -> Cast:
     org = world.organisation("Northshire County Council")
     other = world.organisation("Elsewhere Police", OrganisationKind.POLICE_FORCE)
-    platform_org = world.organisation("ContactPoint Platform")
+    tool, platform = admin_tool(world)
     admin = world.member(org, Role.ORGANISATION_ADMIN, given_name="Ada", family_name="Admin")
     other_admin = world.member(other, Role.ORGANISATION_ADMIN, given_name="Omar",
                                family_name="Outsider")
-    platform = world.member(platform_org, Role.PLATFORM_ADMIN, given_name="Pat",
-                            family_name="Platform")
     practitioner = world.member(org, given_name="Priya", family_name="Shah")
     staff = [world.member(org, given_name=given, family_name=family)
              for given, family in (("Bea", "Brown"), ("Cal", "Brown"), ("Dee", "Carter"))]
-    tool = register(world, platform_org, platform, platform, approve=False,
-                    name="Admin tool")
-    # Approved by a second platform admin: nobody approves their own registration.
-    second = world.member(platform_org, Role.PLATFORM_ADMIN, given_name="Quinn")
-    unit = world.unit
-    unit.clients.approve(world.principal(second), tool.client_id, "checked")
-    unit.clients.set_first_party(world.principal(second), tool.client_id, True)
-    unit.commit()
     machine = register(world, org, admin, platform, redirect_uris=[],
                        grant_types=["client_credentials"], scopes=["admin"], name="HR system")
     return Cast(world, org, other, admin, other_admin, platform, practitioner, staff, tool,

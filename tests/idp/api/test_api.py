@@ -3,6 +3,8 @@ problem documents, with tokens from the real token endpoint."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
@@ -10,12 +12,16 @@ from sqlalchemy import select
 
 from core.audit import AuditEntry
 from core.clock import FrozenClock
+from core.settings import InstanceSecrets
 from directory.models import Accreditation, Organisation, Person, PersonStatus
+from idp.app import create_app
 from idp.container import Container
 from idp.oidc.models import ClientKind
+from tests.conftest import make_settings
 from tests.idp.api.conftest import Cast
 from tests.idp.api.tokens import bearer, client_token, register
 from tests.idp.conftest import Browser
+from tests.idp.oidc.conftest import free_port
 
 PROBLEM = "application/problem+json"
 
@@ -312,3 +318,27 @@ def test_unknown_routes_and_methods_answer_problems(app: Flask, cast: Cast) -> N
     wrong = app.test_client().delete(f"/api/v1/people/{cast.staff[0].person.id}")
     _problem(wrong, 405, "http.405")
     assert "GET" in wrong.headers["Allow"]
+
+
+def test_a_database_outage_is_a_503_problem_not_a_stack_trace(tmp_path: Path) -> None:
+    settings = make_settings(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none",
+                             tmp_path / "instance")
+    container = Container(settings, secrets=InstanceSecrets(b"k" * 32, b"d" * 32))
+    try:
+        client = create_app(container=container).test_client()
+        answer = client.get("/api/v1/organisations", headers=bearer("a.b.c"))
+        body = _problem(answer, 503, "unavailable")
+        assert answer.headers["Retry-After"] == "1"
+        assert "psycopg" not in json.dumps(body) and "Traceback" not in json.dumps(body)
+    finally:
+        container.dispose()
+
+
+def test_a_body_too_large_is_a_413_problem(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    token = cast.token(app, container, clock, cast.admin)
+    huge = {"reason": "x" * (1024 * 1024 + 1)}
+    answer = _post(app, f"/api/v1/people/{cast.staff[0].person.id}/suspension", token, huge)
+    _problem(answer, 413, "http.413")
+    assert _status(container, cast.staff[0].person.id) is PersonStatus.ACTIVE
