@@ -120,6 +120,11 @@ def operation(*query: str) -> Callable[[F], F]:
             except TokenRefused as refused:
                 return _token_problem(refused)
             except NotAnAdministrator:
+                unit = web.unit()
+                unit.audit.record("api:refused", "refused", subject_type="api",
+                                  subject_id=request.path[:80],
+                                  detail={"reason": "administers nothing"})
+                unit.commit()
                 return problem(403, "not_allowed", "You are not allowed to do that",
                                "This token's holder administers no organisation.")
             unknown = sorted(set(request.args) - set(query))

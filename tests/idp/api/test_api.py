@@ -273,6 +273,8 @@ def test_tokens_that_are_missing_wrong_or_no_longer_good_are_refused(
     practitioner = cast.token(app, container, clock, cast.practitioner)
     _problem(_get(app, path, practitioner), 403, "not_allowed")
     _problem(_get(app, "/api/v1/organisations", practitioner), 403, "not_allowed")
+    assert _tags(container)[-1] == ("api:refused", "refused", cast.practitioner.person.id,
+                                    cast.practitioner.username)
     # An admin's token without the admin scope.
     narrow = cast.token(app, container, clock, cast.admin, scope="openid")
     refused = _get(app, path, narrow)
@@ -318,6 +320,9 @@ def test_unknown_routes_and_methods_answer_problems(app: Flask, cast: Cast) -> N
     wrong = app.test_client().delete(f"/api/v1/people/{cast.staff[0].person.id}")
     _problem(wrong, 405, "http.405")
     assert "GET" in wrong.headers["Allow"]
+    # Posts too: no CSRF page, no HTML.
+    _problem(app.test_client().post("/api/v1/nothing-here", json={}), 404, "http.404")
+    _problem(app.test_client().post("/api/v1/organisations", json={}), 405, "http.405")
 
 
 def test_a_database_outage_is_a_503_problem_not_a_stack_trace(tmp_path: Path) -> None:
