@@ -53,7 +53,8 @@ def unrouted() -> Response | None:
     """A path under /api/v1 that matched no route, or not with this method: a
     problem document, not the HTML page the rest of the site shows."""
     failed = request.routing_exception
-    if failed is None or not request.path.startswith(blueprint.url_prefix or "/api/v1"):
+    prefix = blueprint.url_prefix or "/api/v1"
+    if failed is None or not (request.path == prefix or request.path.startswith(prefix + "/")):
         return None
     if isinstance(failed, HTTPException) and failed.code in (404, 405):
         headers = dict(failed.get_headers())

@@ -19,9 +19,10 @@ from idp.container import Container
 from idp.oidc.models import ClientKind
 from tests.conftest import make_settings
 from tests.idp.api.conftest import Cast
-from tests.idp.api.tokens import bearer, client_token, register
+from tests.idp.api.tokens import basic, bearer, client_token, register
 from tests.idp.conftest import Browser
 from tests.idp.oidc.conftest import free_port
+from tests.idp.oidc.helpers import DPoPKey
 
 PROBLEM = "application/problem+json"
 
@@ -347,3 +348,42 @@ def test_a_body_too_large_is_a_413_problem(
     answer = _post(app, f"/api/v1/people/{cast.staff[0].person.id}/suspension", token, huge)
     _problem(answer, 413, "http.413")
     assert _status(container, cast.staff[0].person.id) is PersonStatus.ACTIVE
+
+
+def test_a_dpop_bound_application_token_works_only_with_its_proof(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    issuer = app.extensions["contactpoint_oidc"].issuer
+    key = DPoPKey()
+    now = clock.now().timestamp()
+    answer = app.test_client().post(
+        "/oauth2/token", headers={**basic(cast.machine),
+                                  "DPoP": key.proof("POST", f"{issuer}/oauth2/token", iat=now)},
+        data={"grant_type": "client_credentials", "scope": "admin"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["token_type"] == "DPoP"
+    token = answer.get_json()["access_token"]
+    path = f"/api/v1/organisations/{cast.org.id}/people"
+    proof = key.proof("GET", f"{issuer}{path}", access_token=token, iat=now)
+    good = app.test_client().get(path, headers={"Authorization": f"DPoP {token}",
+                                                "DPoP": proof})
+    assert good.status_code == 200, good.get_data(as_text=True)
+    # As a plain bearer token, or with a proof for another request, it is refused.
+    _problem(_get(app, path, token), 401, "token.invalid_token")
+    other = key.proof("GET", f"{issuer}/api/v1/organisations", access_token=token, iat=now)
+    wrong = app.test_client().get(path, headers={"Authorization": f"DPoP {token}",
+                                                 "DPoP": other})
+    _problem(wrong, 401, "token.invalid_dpop_proof")
+    assert wrong.headers["WWW-Authenticate"].startswith("DPoP")
+
+
+def test_an_application_never_approved_gets_no_token_for_the_api(
+    app: Flask, cast: Cast
+) -> None:
+    pending = register(cast.world, cast.org, cast.admin, cast.platform, approve=False,
+                       redirect_uris=[], grant_types=["client_credentials"], scopes=["admin"],
+                       name="Unchecked")
+    answer = app.test_client().post(
+        "/oauth2/token", headers=basic(pending),
+        data={"grant_type": "client_credentials", "scope": "admin"})
+    assert answer.status_code == 401 and answer.get_json()["error"] == "invalid_client"
