@@ -140,6 +140,11 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     from idp.children.views import blueprint as children
 
     app.register_blueprint(children)
+    from idp.api.views import blueprint as api
+
+    app.register_blueprint(api)
+    # Bearer tokens, never cookies, authorise the API: there is no ambient authority to forge.
+    csrf.exempt(api)
     app.context_processor(web.template_context)
     if settings.service.trusted_proxies > 0:
         # Outermost, so every layer (the token endpoint's too) sees the client's address.

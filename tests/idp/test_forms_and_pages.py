@@ -39,6 +39,17 @@ PUBLIC_PATHS = ("/sign-in", "/activate", "/signed-out", "/healthz", "/assets",
 # (tests/idp/oidc/) prove each refusal; this list grows only on purpose.
 PROTOCOL_PATHS = ("/.well-known/", "/oauth2/")
 CSRF_EXEMPT = {"oidc.par", "oidc.userinfo", "oidc.introspect", "oidc.revoke"}
+# The JSON admin API takes bearer access tokens only, never the session cookie: no
+# CSRF token, and a caller without a token gets a 401 problem, not the sign-in page
+# (tests/idp/api/ prove its checks; the tenant isolation walker walks it).
+API_PATHS = ("/api/",)
+API_PUBLIC = {"/api/v1/openapi.json"}
+
+
+def _api_refusal(response: object) -> bool:
+    return (response.status_code == 401  # type: ignore[attr-defined]
+            and response.mimetype == "application/problem+json"  # type: ignore[attr-defined]
+            and response.headers["WWW-Authenticate"].startswith("Bearer"))  # type: ignore[attr-defined]
 
 
 def _path(rule: Rule, ids: dict[str, int]) -> str:
@@ -148,6 +159,14 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
             continue
         for method in sorted((rule.methods or set()) & UNSAFE):
             path = _path(rule, ids)
+            if rule.rule.startswith(API_PATHS):
+                # No CSRF token to check: the signed-in session lends it no authority.
+                for forged in ({}, {"csrf_token": "forged"}, {"csrf_token": token}):
+                    response = browser.client.open(path, method=method,
+                                                   json={"reason": "forged", **forged})
+                    assert _api_refusal(response), (method, path, forged)
+                tried.add(rule.endpoint)
+                continue
             data = valid.get(rule.endpoint, {})
             for forged in ({}, {"csrf_token": "forged"}, {"csrf_token": token[:-4] + "AAAA"}):
                 response = browser.client.open(path, method=method, data={**data, **forged})
@@ -168,6 +187,8 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
             "tokens.replacement"} <= tried
     assert {"services.new", "services.edit", "services.close", "services.place",
             "services.unplace"} <= tried
+    assert {"api.suspend_person", "api.reinstate_person", "api.end_position",
+            "api.suspend_organisation", "api.accredit_organisation"} <= tried
     # Nothing happened: no audit entry, no change, and the session survived the sign-out post.
     assert audit_count(container) == before
     with container.unit() as check:
@@ -197,6 +218,11 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
         if rule.rule.startswith(PROTOCOL_PATHS):
             continue
         path = _path(rule, {})
+        if rule.rule.startswith(API_PATHS):
+            if rule.rule not in API_PUBLIC:
+                assert _api_refusal(browser.client.get(path)), path
+                checked.append(rule.endpoint)
+            continue
         response = browser.client.get(path)
         assert response.status_code == 302, path
         assert urlsplit(response.headers["Location"]).path == "/sign-in", path
@@ -220,6 +246,12 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
         for method in sorted((rule.methods or set()) & UNSAFE):
             if public or rule.endpoint in CSRF_EXEMPT:
                 continue
+            if rule.rule.startswith(API_PATHS):
+                response = browser.client.open(_path(rule, {}), method=method,
+                                               json={"reason": "anonymous"})
+                assert _api_refusal(response), (method, rule.rule)
+                posted.append(rule.endpoint)
+                continue
             response = browser.client.open(_path(rule, {}), method=method,
                                            data={"csrf_token": token})
             assert response.status_code == 302, (method, rule.rule)
@@ -231,10 +263,13 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
     assert {"tokens.assign", "tokens.activate", "tokens.resync", "tokens.lost"} <= set(posted)
     assert {"services.new", "services.edit", "services.close", "services.place",
             "services.unplace"} <= set(posted)
+    assert {"api.people", "api.person", "api.audit_trail", "api.organisations"} <= set(checked)
+    assert {"api.suspend_person", "api.end_position"} <= set(posted)
 
     for public in ("/sign-in", "/activate", "/signed-out", "/healthz",
                    "/assets/govuk-frontend.min.css", "/assets-local/init.js",
-                   "/reset-pin", "/reset-password", "/activate/replacement"):
+                   "/reset-pin", "/reset-password", "/activate/replacement",
+                   *API_PUBLIC):
         assert browser.client.get(public).status_code == 200, public
 
 
@@ -264,6 +299,8 @@ def test_the_public_list_is_exact(app: Flask) -> None:
         "['POST'] /oauth2/par", "['POST'] /oauth2/revoke",
     ]
     # POST /oauth2/token is answered in front of Flask (idp/oidc/token_endpoint.py).
+    api = sorted(r.rule for r in app.url_map.iter_rules() if r.rule.startswith(API_PATHS))
+    assert len(api) == 11 and sorted(API_PUBLIC) == ["/api/v1/openapi.json"]
 
 
 def test_protocol_endpoints_without_csrf_ignore_the_session_cookie(
@@ -279,6 +316,10 @@ def test_protocol_endpoints_without_csrf_ignore_the_session_cookie(
         assert response.status_code in (400, 401), path
         assert response.get_json()["error"] in ("invalid_client", "invalid_request"), path
     assert browser.client.get("/oauth2/userinfo").status_code == 401
+    # The admin API likewise: the cookie of a signed-in person is no token.
+    assert _api_refusal(browser.client.get("/api/v1/organisations"))
+    assert _api_refusal(browser.client.post("/api/v1/people/1/suspension",
+                                            json={"reason": "forged"}))
     # And the consent form, which does act for the person, checks its CSRF token.
     refused = browser.client.post("/oauth2/authorize", data={"decision": "allow"})
     assert refused.status_code == 400 and 'data-error-id="csrf"' in text_of(refused)

@@ -38,6 +38,7 @@ from idp.container import Container
 from idp.oidc.clients import Registration
 from idp.oidc.models import Consent, OAuthClient
 from tests.factories import Member, World, sign_in
+from tests.idp.api.tokens import admin_tool, bearer, client_token, person_token, register
 from tests.idp.conftest import Browser, gov_date, text_of
 from tokens.attempts import Client
 from tokens.errors import SignInFailed
@@ -48,8 +49,9 @@ UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 # Public by nature: signing in, activating and resetting are for people without a
 # session (each flow proves its own factors, tested in its own files); static
-# assets; the health check. The OpenID Connect and API prefixes authenticate
-# clients and bearer tokens, not sessions: their own tests prove their checks.
+# assets; the health check; the API's OpenAPI document. The OpenID Connect
+# prefixes authenticate clients, not sessions: their own tests prove their checks.
+# The API is walked below with bearer tokens instead of cookies.
 PUBLIC_PREFIXES = (
     "/sign-in",
     "/sign-out",
@@ -69,8 +71,9 @@ PUBLIC_PREFIXES = (
     "/token",
     "/userinfo",
     "/jwks",
-    "/api",
+    "/api/v1/openapi.json",
 )
+API = "/api/"
 
 # Pages without an id that every signed-in person may open: their own tokens and
 # keys, the service directory (DOMAIN.md: practitioners find the services around
@@ -333,6 +336,12 @@ def _refused(response: Any) -> bool:
     return False
 
 
+def _api_refused(response: Any) -> bool:
+    """The API refuses with a problem document, never a redirect to a page."""
+    return (response.status_code in REFUSED | {401}
+            and response.mimetype == "application/problem+json")
+
+
 def _public(rule: Rule) -> bool:
     """Whole path segments only: /token is public, /tokens is not."""
     return any(rule.rule == p or rule.rule.startswith(p + "/") for p in PUBLIC_PREFIXES)
@@ -370,6 +379,11 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
         ),
         ("vetting officer elsewhere", world.member(elsewhere, Role.VETTING_OFFICER)),
     ]
+    # API tokens with the admin scope: each outsider's own (code flow), and an
+    # application of the other organisation acting for itself (client credentials).
+    tool, platform = admin_tool(world)
+    machine = register(world, elsewhere, outsiders[1][1], platform, redirect_uris=[],
+                       grant_types=["client_credentials"], scopes=["admin"], name="Police HR")
     payload = _payload(container, victim)
     before = _snapshot(container, victim)
     walked: set[str] = set()
@@ -377,14 +391,26 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
     for label, member in outsiders:
         browser = _signed_in(app, container, clock, member)
         token = browser.token("/")
+        api_token = person_token(app, container, clock, member, tool, browser=browser)
         for rule in app.url_map.iter_rules():
             if _public(rule):
                 continue
             path = _path(rule, victim.ids)
             takes_id = bool(rule.arguments)
+            api = rule.rule.startswith(API)
             for method in sorted((rule.methods or set()) & (UNSAFE | {"GET"})):
-                data = {**payload, "csrf_token": token} if method in UNSAFE else None
-                response = browser.client.open(path, method=method, data=data)
+                if api:
+                    body_json = payload if method in UNSAFE else None
+                    # A session cookie alone is no authority over the API.
+                    cookie_only = browser.client.open(path, method=method, json=body_json)
+                    if cookie_only.status_code != 401:
+                        problems.append(f"{label}: {method} {path} with a cookie and no token "
+                                        f"-> {cookie_only.status_code}")
+                    response = browser.client.open(path, method=method, json=body_json,
+                                                   headers=bearer(api_token))
+                else:
+                    data = {**payload, "csrf_token": token} if method in UNSAFE else None
+                    response = browser.client.open(path, method=method, data=data)
                 body = text_of(response)
                 walked.add(rule.endpoint)
                 if takes_id:
@@ -398,7 +424,8 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
                     # A form without an id acts on one's own things or says what is
                     # wrong with the input; the snapshot below proves nothing happened.
                     allowed = True
-                if not allowed and not _refused(response):
+                refused = _api_refused(response) if api else _refused(response)
+                if not allowed and not refused:
                     problems.append(f"{label}: {method} {path} -> {response.status_code}")
                 leaked = [m for m in MARKERS if m in body]
                 if leaked and response.status_code < 300:
@@ -410,6 +437,28 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
                 if browser.client.get("/").status_code != 200:
                     browser = _signed_in(app, container, clock, member)
                     token = browser.token("/")
+                    api_token = person_token(app, container, clock, member, tool,
+                                             browser=browser)
+    # The other organisation's application, acting for itself, over every API route.
+    machine_token = client_token(app, machine)
+    api_rules = [r for r in app.url_map.iter_rules() if r.rule.startswith(API)
+                 and not _public(r)]
+    for rule in api_rules:
+        path = _path(rule, victim.ids)
+        for method in sorted((rule.methods or set()) & (UNSAFE | {"GET"})):
+            response = app.test_client().open(
+                path, method=method, headers=bearer(machine_token),
+                json=payload if method in UNSAFE else None)
+            allowed = not rule.arguments and method == "GET"
+            if not allowed and not _api_refused(response):
+                problems.append(f"application elsewhere: {method} {path} -> "
+                                f"{response.status_code}")
+            leaked = [m for m in MARKERS if m in text_of(response)]
+            if leaked and response.status_code < 300:
+                problems.append(f"application elsewhere: {method} {path} shows {leaked}")
+            if _snapshot(container, victim) != before:
+                problems.append(f"application elsewhere: {method} {path} changed the victim")
+                before = _snapshot(container, victim)
     assert problems == [], "\n".join(problems)
     # The walk reached the admin console, the people pages and every other area.
     assert {
@@ -439,6 +488,16 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
         "keys.remove",
         "services.edit",
         "services.close",
+        "api.organisations",
+        "api.organisation",
+        "api.people",
+        "api.audit_trail",
+        "api.suspend_organisation",
+        "api.accredit_organisation",
+        "api.person",
+        "api.suspend_person",
+        "api.reinstate_person",
+        "api.end_position",
     } <= walked
 
 
@@ -455,6 +514,15 @@ def test_anonymous_visitors_reach_nothing_but_the_public_routes(
             continue
         path = _path(rule, victim.ids)
         for method in sorted((rule.methods or set()) & (UNSAFE | {"GET"})):
+            if rule.rule.startswith(API):
+                # No token: 401 with a Bearer challenge, never a sign-in page.
+                response = browser.client.open(
+                    path, method=method, json={"reason": "walker"} if method in UNSAFE else None)
+                challenge = response.headers.get("WWW-Authenticate", "")
+                if (response.status_code != 401 or not challenge.startswith("Bearer")
+                        or not _api_refused(response)):
+                    problems.append(f"{method} {path} -> {response.status_code} {challenge}")
+                continue
             data = {"csrf_token": token, "reason": "walker"} if method in UNSAFE else None
             response = browser.client.open(path, method=method, data=data)
             location = response.headers.get("Location", "")
@@ -475,12 +543,22 @@ def test_the_walker_fails_a_route_without_a_check(
         with container.unit() as unit:
             return unit.directory.person(person_id).family_name
 
+    # The same for an API route: walked (not public), and caught when it answers.
+    @app.get("/api/v1/forgot-the-check/<int:person_id>")
+    def forgot_api(person_id: int) -> dict[str, str]:
+        with container.unit() as unit:
+            return {"family_name": unit.directory.person(person_id).family_name}
+
     outsider = world.member(world.organisation("Elsewhere"), Role.ORGANISATION_ADMIN)
     browser = _signed_in(app, container, clock, outsider)
     rule = next(r for r in app.url_map.iter_rules() if r.endpoint == "forgot")
     response = browser.client.get(_path(rule, victim.ids))
     assert not _refused(response)
     assert "Victimson" in text_of(response)
+    api_rule = next(r for r in app.url_map.iter_rules() if r.endpoint == "forgot_api")
+    assert not _public(api_rule)
+    answer = app.test_client().get(_path(api_rule, victim.ids))
+    assert not _api_refused(answer) and "Victimson" in text_of(answer)
     widgets = Rule("/admin/widgets/<int:widget_id>", endpoint="widgets")
     Map([widgets])
     with pytest.raises(AssertionError, match="does not know"):

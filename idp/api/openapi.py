@@ -1,0 +1,376 @@
+"""The OpenAPI 3.1 document of /api/v1, written by hand beside the views it
+describes. The views check their input with the same patterns and bounds as
+stated here (and tests/idp/api/test_schemathesis.py holds the two together),
+so the document is a contract, not a sketch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from directory.accreditation import REASON_MAX
+from directory.administration import PER_PAGE_MAX
+from directory.models import Accreditation, OrganisationKind, PersonStatus, Role
+
+PAGE_MAX = 100_000
+ID_MAX = 2_147_483_647
+# No control characters (C0, DEL, C1); written in the syntax both ECMA-262 (the
+# document's regex dialect) and Python's `re` read the same way.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+_SPACE = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+# At least one character that is neither a control character nor a space.
+REASON_PATTERN = (
+    r"^[^\x00-\x1f\x7f-\x9f]*[^" + _SPACE + r"][^\x00-\x1f\x7f-\x9f]*$"
+)
+
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+
+
+def _ref(kind: str, name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def _nullable(kind: str, **more: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **more}
+
+
+def _object(properties: dict[str, Any], *, required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required if required is not None else list(properties),
+    }
+
+
+def _id(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 1, "maximum": ID_MAX},
+    }
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": _ref("schemas", schema)}}}
+
+
+def _responses(ok: dict[str, Any], *problems: str) -> dict[str, Any]:
+    answers: dict[str, Any] = {"200": ok}
+    for status in ("400", "401", "403", *problems, "503"):
+        answers[status] = _ref("responses", status)
+    return dict(sorted(answers.items()))
+
+
+PAGING = [_ref("parameters", "page"), _ref("parameters", "per_page")]
+REASON_BODY = {
+    "required": True,
+    "content": {JSON: {"schema": _ref("schemas", "Reason")}},
+}
+
+
+def _read(summary: str, operation_id: str, ok: dict[str, Any], parameters: list[Any],
+          tag: str, *problems: str) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": operation_id,
+            "tags": [tag],
+            "parameters": parameters,
+            "responses": _responses(ok, *problems),
+        }
+    }
+
+
+def _act(summary: str, operation_id: str, ok: dict[str, Any], parameter: dict[str, Any],
+         tag: str) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": operation_id,
+            "tags": [tag],
+            "parameters": [parameter],
+            "requestBody": REASON_BODY,
+            "responses": _responses(ok, "404", "409", "413"),
+        }
+    }
+
+
+def _page_of(item: str) -> dict[str, Any]:
+    return _object(
+        {
+            "items": {"type": "array", "items": _ref("schemas", item)},
+            "page": {"type": "integer", "minimum": 1},
+            "per_page": {"type": "integer", "minimum": 1, "maximum": PER_PAGE_MAX},
+            "total": {"type": "integer", "minimum": 0},
+            "pages": {"type": "integer", "minimum": 1},
+            "links": _ref("schemas", "PageLinks"),
+        }
+    )
+
+
+def _schemas() -> dict[str, Any]:
+    day = _nullable("string", format="date")
+    return {
+        "Problem": {
+            "type": "object",
+            "description": "RFC 9457 problem details.",
+            "properties": {
+                "type": {"type": "string", "format": "uri"},
+                "title": {"type": "string"},
+                "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                "detail": {"type": "string"},
+                "instance": {"type": "string"},
+                "errors": {
+                    "type": "array",
+                    "description": "For invalid input: each field and what is wrong with it.",
+                    "items": _object({"field": {"type": "string"},
+                                      "message": {"type": "string"}}),
+                },
+            },
+            "required": ["type", "title", "status", "detail", "instance"],
+        },
+        "Reason": {
+            "type": "object",
+            "properties": {
+                "reason": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": REASON_MAX,
+                    "pattern": REASON_PATTERN,
+                    "description": "Why; kept on the audit trail.",
+                }
+            },
+            "required": ["reason"],
+        },
+        "Organisation": _object(
+            {
+                "id": {"type": "integer"},
+                "code": {"type": "string"},
+                "name": {"type": "string"},
+                "kind": {"type": "string", "enum": [k.value for k in OrganisationKind]},
+                "accreditation": {"type": "string", "enum": [a.value for a in Accreditation]},
+                "accredited_on": day,
+                "accreditation_changed_at": _nullable("string", format="date-time"),
+                "registration_authority_id": _nullable("integer"),
+            }
+        ),
+        "PersonSummary": _object(
+            {
+                "id": {"type": "integer"},
+                "username": {"type": "string"},
+                "given_name": {"type": "string"},
+                "family_name": {"type": "string"},
+                "display_name": {"type": "string"},
+                "work_email": {"type": "string"},
+                "status": {"type": "string", "enum": [s.value for s in PersonStatus]},
+            }
+        ),
+        "Person": {
+            "allOf": [
+                _ref("schemas", "PersonSummary"),
+                _object(
+                    {
+                        "work_phone": _nullable("string"),
+                        "status_reason": {"type": "string"},
+                        "status_changed_at": _nullable("string", format="date-time"),
+                        "clearance_expires_on": day,
+                        "training_expires_on": day,
+                        "positions": {"type": "array", "items": _ref("schemas", "Position")},
+                    }
+                ),
+            ]
+        },
+        "Position": _object(
+            {
+                "id": {"type": "integer"},
+                "person_id": {"type": "integer"},
+                "organisation_id": {"type": "integer"},
+                "organisation_name": {"type": "string"},
+                "role": {"type": "string", "enum": [r.value for r in Role]},
+                "starts_on": {"type": "string", "format": "date"},
+                "ends_on": day,
+                "current": {"type": "boolean"},
+            }
+        ),
+        "AuditEntry": _object(
+            {
+                "seq": {"type": "integer"},
+                "at": {"type": "string", "format": "date-time"},
+                "tag": {"type": "string"},
+                "outcome": {"type": "string"},
+                "actor_id": _nullable("integer"),
+                "actor_label": _nullable("string"),
+                "subject_type": _nullable("string"),
+                "subject_id": _nullable("string"),
+                "detail": {"type": "object"},
+            }
+        ),
+        "PageLinks": _object(
+            {
+                "self": {"type": "string"},
+                "first": {"type": "string"},
+                "last": {"type": "string"},
+                "next": {"type": "string"},
+                "prev": {"type": "string"},
+            },
+            required=["self", "first", "last"],
+        ),
+        "OrganisationPage": _page_of("Organisation"),
+        "PeoplePage": _page_of("PersonSummary"),
+        "AuditPage": _page_of("AuditEntry"),
+        "OrganisationSuspended": _object(
+            {
+                "organisation": _ref("schemas", "Organisation"),
+                "people_suspended": {"type": "integer", "minimum": 0},
+            }
+        ),
+        "OrganisationAccredited": _object(
+            {
+                "organisation": _ref("schemas", "Organisation"),
+                "people_reinstated": {"type": "integer", "minimum": 0},
+            }
+        ),
+    }
+
+
+def _problem(description: str, **headers: Any) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM: {"schema": _ref("schemas", "Problem")}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _components() -> dict[str, Any]:
+    challenge = {
+        "description": "RFC 6750: `Bearer error=...` naming what is wrong with the token.",
+        "schema": {"type": "string"},
+    }
+    return {
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT (RFC 9068)",
+                "description": (
+                    "An access token from this service's token endpoint with scope `admin` "
+                    "and this API as its audience: an administrator's own (authorization "
+                    "code flow), or an approved application's (client credentials), which "
+                    "acts as an organisation admin of the application's organisation."
+                ),
+            }
+        },
+        "parameters": {
+            "page": {
+                "name": "page",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": 1},
+            },
+            "per_page": {
+                "name": "per_page",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": PER_PAGE_MAX,
+                           "default": 50},
+            },
+            "q": {
+                "name": "q",
+                "in": "query",
+                "required": False,
+                "description": "Each word must begin a name, the username or the email.",
+                "schema": {"type": "string", "maxLength": 100, "pattern": TEXT_PATTERN},
+            },
+        },
+        "responses": {
+            "400": _problem("The input is not valid; `errors` names each field."),
+            "401": _problem("No usable access token.", **{"WWW-Authenticate": {
+                **challenge, "required": True}}),
+            "403": _problem("Not allowed, or the token lacks the `admin` scope. Refused alike "
+                            "whether the thing asked about exists or not."),
+            "404": _problem("No such route."),
+            "409": _problem("Not possible in the current state."),
+            "413": _problem("The request body is larger than the service accepts."),
+            "503": _problem("A backing service is unavailable; try again.", **{"Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": {"type": "string"}}}),
+        },
+        "schemas": _schemas(),
+    }
+
+
+def document() -> dict[str, Any]:
+    organisation_id = _id("organisation_id", "An organisation's id.")
+    person_id = _id("person_id", "A person's id.")
+    position_id = _id("position_id", "A position's id.")
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ContactPoint administration API",
+            "version": "1.0.0",
+            "description": (
+                "The admin console's operations, under the same rules: organisation admins "
+                "act inside their own organisation, platform admins anywhere, and every act "
+                "carries a reason and is audited. Errors are RFC 9457 problem documents. "
+                "Every response is `Cache-Control: no-store`."
+            ),
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "tags": [{"name": "organisations"}, {"name": "people"}, {"name": "meta"}],
+        "paths": {
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "openapi",
+                    "tags": ["meta"],
+                    "security": [],
+                    "responses": {"200": {"description": "The OpenAPI document",
+                                          "content": {JSON: {"schema": {"type": "object"}}}}},
+                }
+            },
+            "/organisations": _read(
+                "The organisations whose people the caller administers", "listOrganisations",
+                _ok("A page of organisations", "OrganisationPage"), PAGING, "organisations"),
+            "/organisations/{organisation_id}": _read(
+                "One organisation the caller administers", "getOrganisation",
+                _ok("The organisation", "Organisation"), [organisation_id], "organisations",
+                "404"),
+            "/organisations/{organisation_id}/people": _read(
+                "The people with a current position in the organisation, by name",
+                "listPeople", _ok("A page of people", "PeoplePage"),
+                [organisation_id, _ref("parameters", "q"), *PAGING], "people", "404"),
+            "/organisations/{organisation_id}/audit-trail": _read(
+                "The organisation's audit trail, newest first (reading it is audited)",
+                "readAuditTrail", _ok("A page of audit entries", "AuditPage"),
+                [organisation_id, *PAGING], "organisations", "404"),
+            "/organisations/{organisation_id}/suspension": _act(
+                "Suspend the organisation's accreditation (platform admins, local authority "
+                "teams for their area)", "suspendOrganisation",
+                _ok("Suspended; its people who lost access were signed out",
+                    "OrganisationSuspended"), organisation_id, "organisations"),
+            "/organisations/{organisation_id}/accreditation": _act(
+                "Accredit the organisation, or re-accredit a suspended one",
+                "accreditOrganisation",
+                _ok("Accredited; people suspended with it are reinstated",
+                    "OrganisationAccredited"), organisation_id, "organisations"),
+            "/people/{person_id}": _read(
+                "One person with a current position where the caller administers",
+                "getPerson", _ok("The person", "Person"), [person_id], "people", "404"),
+            "/people/{person_id}/suspension": _act(
+                "Suspend the person; they are signed out everywhere at once", "suspendPerson",
+                _ok("The person, suspended", "Person"), person_id, "people"),
+            "/people/{person_id}/reinstatement": _act(
+                "Lift a suspension an administrator made", "reinstatePerson",
+                _ok("The person, active again", "Person"), person_id, "people"),
+            "/positions/{position_id}/end": _act(
+                "End a position from today", "endPosition",
+                _ok("The position, ended", "Position"), position_id, "people"),
+        },
+        "components": _components(),
+    }
