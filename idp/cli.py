@@ -64,7 +64,14 @@ def cli_errors(func: F) -> F:
 
 
 def _container() -> Container:
-    return Container(load_settings())
+    """The command's container, disposed when the command ends: its pool's
+    connections are closed then, not whenever the process exits (which, for a
+    command run in-process by a test or a tool, may be much later)."""
+    container = Container(load_settings())
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        context.call_on_close(container.dispose)
+    return container
 
 
 def _unit(container: Container) -> Unit:
