@@ -97,6 +97,9 @@ _SET_HEAD_HASH = text("UPDATE audit_head SET last_hash = :h WHERE id = 1")
 _INSERT_ENTRY = insert(AuditEntry)
 
 
+PENDING_TAGS = "contactpoint.audit_tags"
+
+
 @dataclass
 class Auditor:
     session: Session
@@ -146,6 +149,9 @@ class Auditor:
         entry.hash = values["hash"] = entry_hash(entry)
         connection.execute(_INSERT_ENTRY, values)
         connection.execute(_SET_HEAD_HASH, {"h": entry.hash})
+        # Tags of this transaction, for whoever counts committed events (the
+        # service's metrics read them after the commit and drop them on rollback).
+        self.session.info.setdefault(PENDING_TAGS, []).append(tag)
         return entry
 
 

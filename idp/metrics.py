@@ -36,7 +36,7 @@ from prometheus_client import (
 from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.audit import AuditEntry
+from core.audit import PENDING_TAGS
 from core.errors import ConfigurationError
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
@@ -125,26 +125,23 @@ def count_tags(tags: Iterable[str]) -> None:
             counter.labels(**labels).inc()
 
 
-_PENDING = "contactpoint.audit_tags"
+_PENDING = PENDING_TAGS
 
 
 def watch_audit(factory: sessionmaker[Session]) -> None:
     """Count committed audit entries of sessions made by `factory`."""
 
-    def flushed(session: Session, _context: Any) -> None:
-        tags = [o.tag for o in session.new if isinstance(o, AuditEntry) and o.tag in AUDIT_COUNTERS]
-        if tags:
-            session.info.setdefault(_PENDING, []).extend(tags)
+    # The Auditor writes entries with Core statements and notes their tags in
+    # session.info[PENDING_TAGS] (see core.audit).
 
     def committed(session: Session) -> None:
         tags = session.info.pop(_PENDING, None)
         if tags:
-            count_tags(tags)
+            count_tags([t for t in tags if t in AUDIT_COUNTERS])
 
     def rolled_back(session: Session) -> None:
         session.info.pop(_PENDING, None)
 
-    event.listen(factory, "after_flush", flushed)
     event.listen(factory, "after_commit", committed)
     event.listen(factory, "after_rollback", rolled_back)
 
