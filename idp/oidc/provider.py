@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 import threading
 import time
@@ -35,7 +36,9 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core.grants import OpenIDCode
 from joserfc.jwk import KeySet
 from sqlalchemy import Date, bindparam, select, update
+from werkzeug.wrappers import Response
 
+from core.settings import Settings
 from directory.models import Person
 from directory.service import access_blockers, current_positions, usable_clause
 from idp.container import Unit
@@ -186,8 +189,6 @@ class JwksCache:
         hit = self._entries.get(uri)
         if hit is not None and not force and time.monotonic() - hit[0] < 60:
             return hit[1]
-        import json
-
         with urllib.request.urlopen(uri, timeout=5) as response:  # noqa: S310 - https checked at registration
             data = json.loads(response.read(256 * 1024))
         if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
@@ -270,7 +271,7 @@ def person_may_continue(unit: Unit, person: Person, grant: Grant) -> bool:
 class Provider:
     """Everything the OIDC views need, built once per app."""
 
-    def __init__(self, unit_getter: UnitGetter, settings: Any, keys: KeyStore) -> None:
+    def __init__(self, unit_getter: UnitGetter, settings: Settings, keys: KeyStore) -> None:
         self.unit = unit_getter
         self.settings = settings
         self.issuer: str = settings.issuer
@@ -483,14 +484,7 @@ class _Server(AuthorizationServer):  # type: ignore[misc]
             request = flask_request
         return FlaskOAuth2Request(request)
 
-    def create_json_request(self, request: Any) -> Any:
-        raise NotImplementedError
-
     def handle_response(self, status: int, body: Any, headers: Any) -> Any:
-        import json
-
-        from werkzeug.wrappers import Response
-
         payload = json.dumps(body) if isinstance(body, dict) else body
         response = Response(payload, status=status, headers=headers)
         response.headers["Cache-Control"] = "no-store"
@@ -741,9 +735,9 @@ class IdTokens(OpenIDCode):  # type: ignore[misc]
         }
         if record.grant.nonce:
             claims["nonce"] = record.grant.nonce
-        half = hashlib.sha256(token["access_token"].encode()).digest()[:16]
-        if alg == "ES256" or alg == "RS256":
-            claims["at_hash"] = dpop.b64url(half)
+        # Both of our algorithms hash with SHA-256 (OIDC Core 3.1.3.6).
+        digest_of_token = hashlib.sha256(token["access_token"].encode()).digest()
+        claims["at_hash"] = dpop.b64url(digest_of_token[:16])
         claims.update(person_claims(record.person, scope_to_list(token["scope"]),
                                     unit.clock.today()))
         id_token: str = p.keys.sign(unit.session, unit.clock, claims, alg=alg, typ="JWT")

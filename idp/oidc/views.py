@@ -241,9 +241,8 @@ def _authorize() -> Response | tuple[str, int] | str:
             unit.signin.sign_out(signed_in.token)
             logout_user()
             cookie_session.clear()
-        again = {k: v for k, v in (params if pushed is None else
-                                   {"client_id": client.client_id,
-                                    "request_uri": request.values["request_uri"]}).items()}
+        again = dict(params) if pushed is None else {
+            "client_id": client.client_id, "request_uri": request.values["request_uri"]}
         if "prompt" in again:
             kept = " ".join(sorted(prompts - {"login"}))
             if kept:
