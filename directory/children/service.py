@@ -32,6 +32,7 @@ from core.clock import Clock
 from core.crypto import DataCipher
 from core.errors import FieldProblem, InvalidInput, NotAllowed, NotFound
 from core.settings import ChildrenSettings
+from directory.administration import Act, may
 from directory.children.errors import AlreadyDecided, NoChildAccess, UnknownChild, UnknownRequest
 from directory.children.loading import ChildLoader
 from directory.children.models import (
@@ -50,7 +51,7 @@ from directory.children.models import (
     ShieldDecision,
 )
 from directory.children.rules import district_key, months_after, name_key, years_before
-from directory.models import Organisation, OrganisationKind, Person, PersonStatus, Role
+from directory.models import Organisation, OrganisationKind, Person, PersonStatus, Position, Role
 from directory.service import DirectoryService, Principal, access_blockers, current_positions
 from directory.services_models import Service
 
@@ -257,6 +258,24 @@ class ContactRequestView:
     response: str | None
     created_at: datetime
     decided_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StaffAlert:
+    """An alert about one of an organisation's own staff, as their manager sees
+    it: who, which rule, when, whether the account was suspended and which team
+    investigates. Never the child or the search: a manager has no need to know
+    whom the person looked for, and the investigating team has it all."""
+
+    id: int
+    rule: str
+    raised_at: datetime
+    person_id: int
+    username: str
+    person_name: str
+    suspended: bool
+    team: str
+    closed_at: datetime | None
 
 
 def _escape_like(text: str) -> str:
@@ -824,6 +843,16 @@ class ChildrenService:
             organisation_id=la_id, actor_id=actor.person.id, actor_label=actor.person.username,
             detail={"rule": rule.value, "alert": alert.id, "suspended": suspend, **detail},
         )
+        # DOMAIN.md: the team investigates and the user's manager is told. The
+        # manager (the admins of each organisation the person works in) reads
+        # it in their organisation's audit trail and on the console's alerts page.
+        for organisation_id in sorted(actor.organisation_ids - {la_id}):
+            self.audit.record(
+                "children:alert_manager_told", subject_type="person",
+                subject_id=actor.person.id, organisation_id=organisation_id,
+                actor_id=actor.person.id, actor_label=actor.person.username,
+                detail={"rule": rule.value, "alert": alert.id, "suspended": suspend},
+            )
         if suspend:
             # From the next request on: this one's answer is already in the audit log.
             self.directory.set_status(
@@ -879,6 +908,38 @@ class ChildrenService:
             stmt = stmt.where(ChildAlert.closed_at.is_(None))
         return list(self.session.scalars(stmt.order_by(ChildAlert.raised_at.desc(),
                                                        ChildAlert.id.desc()).limit(200)))
+
+    def staff_alerts(self, principal: Principal, organisation_id: int, *,
+                     open_only: bool = False, limit: int = 200) -> list[StaffAlert]:
+        """Alerts about the people who worked in the organisation when each was
+        raised, for those who manage its staff, newest first."""
+        if not may(principal, Act.READ_AUDIT, organisation_id):
+            raise NotAllowed()
+        team = Organisation.__table__.alias("team")
+        staff = select(Position.person_id).where(Position.organisation_id == organisation_id)
+        stmt = (
+            select(ChildAlert, Person, team.c.name)
+            .join(Person, Person.id == ChildAlert.person_id)
+            .join(team, team.c.id == ChildAlert.organisation_id)
+            .where(ChildAlert.person_id.in_(staff))
+            .order_by(ChildAlert.raised_at.desc(), ChildAlert.id.desc())
+        )
+        if open_only:
+            stmt = stmt.where(ChildAlert.closed_at.is_(None))
+        found: list[StaffAlert] = []
+        for alert, person, team_name in self.session.execute(stmt):
+            raised_on = alert.raised_at.date()
+            if not any(p.organisation_id == organisation_id and p.current_on(raised_on)
+                       for p in person.positions):
+                continue  # raised before they joined or after they left
+            found.append(StaffAlert(
+                id=alert.id, rule=alert.rule, raised_at=alert.raised_at, person_id=person.id,
+                username=person.username, person_name=person.display_name,
+                suspended=alert.suspended, team=team_name, closed_at=alert.closed_at,
+            ))
+            if len(found) >= limit:
+                break
+        return found
 
     def all_alerts(self, operator: Principal) -> list[ChildAlert]:
         """Every open alert, for the platform (the CLI on the server)."""
