@@ -17,6 +17,7 @@ order or page boundary can give one away. Sort orders use visible fields only.
 from __future__ import annotations
 
 import enum
+import hmac
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from core.audit import AuditEntry, Auditor
 from core.clock import Clock
-from core.crypto import DataCipher
+from core.crypto import DataCipher, SecretDigester
 from core.errors import FieldProblem, InvalidInput, NotAllowed, NotFound
 from core.settings import ChildrenSettings
 from directory.administration import Act, may
@@ -53,6 +54,7 @@ from directory.children.models import (
 from directory.children.rules import district_key, months_after, name_key, years_before
 from directory.models import Organisation, OrganisationKind, Person, PersonStatus, Position, Role
 from directory.service import DirectoryService, Principal, access_blockers, current_positions
+from directory.services import home_postcode_key
 from directory.services_models import Service
 
 # Roles whose work is with children; admins and vetting officers have no need.
@@ -91,6 +93,7 @@ class AlertRule(enum.StrEnum):
     OUT_OF_HOURS = "out_of_hours"
     OUT_OF_AREA = "out_of_area"
     SHIELD_OVERRIDE = "shield_override"
+    OWN_ADDRESS = "own_address"
 
 
 class SortOrder(enum.StrEnum):
@@ -290,6 +293,7 @@ class ChildrenService:
     cipher: DataCipher
     settings: ChildrenSettings
     directory: DirectoryService
+    digester: SecretDigester
 
     # --- who may do what -------------------------------------------------
 
@@ -876,6 +880,8 @@ class ChildrenService:
         where = {"child": child.identifier} if child else {}
         if surname is not None and surname == name_key(person.family_name):
             self._alert(actor, AlertRule.OWN_SURNAME, la_id, child, {"surname": surname})
+        if child is not None and self._at_home_of(person, child):
+            self._alert(actor, AlertRule.OWN_ADDRESS, la_id, child, where)
         since = now - timedelta(hours=1)
         used = int(self.session.scalar(
             select(func.count()).select_from(AuditEntry).where(
@@ -900,6 +906,18 @@ class ChildrenService:
                     person.id, AlertRule.OUT_OF_AREA, since):
                 self._alert(actor, AlertRule.OUT_OF_AREA, la_id, child,
                             {"district": district, **where})
+
+    def _at_home_of(self, person: Person, child: Child) -> bool:
+        """Whether the child lives at the person's home postcode (as the
+        identity check saw it): looking up your own household, or your
+        neighbours', is what the audit of 2009 found people "testing" with."""
+        if person.home_postcode_key is None or not child.address_enc:
+            return False
+        address = json.loads(
+            self.cipher.decrypt_text(child.address_enc, f"child:{child.public_id}:address"))
+        postcode = str(address.get("postcode") or "")
+        return bool(postcode) and hmac.compare_digest(
+            home_postcode_key(self.digester, postcode), person.home_postcode_key)
 
     def alerts(self, principal: Principal, *, open_only: bool = True) -> list[ChildAlert]:
         actor = self._team(principal)

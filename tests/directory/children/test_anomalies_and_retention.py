@@ -14,6 +14,7 @@ from directory.children.models import ChildAlert, ChildRightKind
 from directory.children.rules import years_before
 from directory.children.service import ChildQuery, ChildrenService
 from directory.models import PersonStatus, Position, Role
+from directory.services import home_postcode_key
 from idp.container import Unit
 from tests.directory.children.conftest import OPERATOR, REASON, Kids, audit_entries, row
 from tests.factories import World
@@ -282,3 +283,29 @@ def test_a_manager_sees_alerts_of_the_time_the_person_worked_there_only(
         unit.commit()
     with kids.container.unit() as unit:
         assert unit.children.staff_alerts(kids.p(admin), kids.la.id) == []
+
+
+def test_opening_a_record_at_your_own_home_postcode_raises_an_alert(kids: Kids) -> None:
+    """The postcode the identity check saw (a keyed digest on the person) against
+    the child's address: shielded or not, however the postcode was typed."""
+    kids.load([row(surname="Nextdoor", postcode="NE1 4AB"),
+               row(surname="Faraway", forename="Ben", postcode="NE2 7ZZ"),
+               row(surname="Hidden", forename="Cara", postcode="ne14ab")])
+    kids.shield(kids.child("Hidden"))
+    with kids.container.unit() as unit:
+        person = unit.directory.person(kids.practitioner.person.id)
+        person.home_postcode_key = home_postcode_key(kids.container.digester, "NE1 4AB")
+        unit.commit()
+    for surname in ("Faraway", "Nextdoor", "Hidden"):
+        with kids.container.unit() as unit:
+            unit.children.view(kids.p(kids.practitioner), REASON, kids.child(surname).public_id)
+            unit.commit()
+    with kids.container.unit() as unit:
+        raised = unit.children.alerts(kids.p(kids.team))
+        assert sorted((a.rule, a.detail["child"]) for a in raised) == sorted(
+            ("own_address", kids.child(s).identifier) for s in ("Nextdoor", "Hidden"))
+    # Someone whose identity check recorded no postcode raises none.
+    with kids.container.unit() as unit:
+        unit.children.view(kids.p(kids.nurse), REASON, kids.child("Nextdoor").public_id)
+        unit.commit()
+    assert sorted(_rules(kids)) == ["own_address", "own_address"]
