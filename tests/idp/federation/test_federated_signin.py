@@ -1,0 +1,265 @@
+"""Signing in through an organisation's own OpenID Connect provider (a second,
+live instance of this service), linking an upstream account, and every
+refusal: unlinked, bad signature, wrong nonce, replayed or foreign state,
+a person without access."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select
+
+from core.audit import AuditEntry
+from directory.models import Person as PersonRow
+from idp.container import Container
+from idp.federation.models import UpstreamLink
+from tests.factories import Member, World
+from tests.idp.federation.conftest import (
+    Browser,
+    Here,
+    UpstreamIdp,
+    local,
+    reasons,
+    tags,
+    through_upstream,
+    with_query,
+)
+from tokens.models import AuthSession
+
+UNIFORM = "The details you entered do not match our records"
+
+
+def _link(browser: Browser, here: Here, upstream: UpstreamIdp) -> httpx.Response:
+    """The person signs in here with all four factors, then links."""
+    signed = browser.sign_in(here.person)
+    assert signed.status_code == 302
+    callback = through_upstream(upstream, browser.start_link(here.organisation))
+    return browser.http.get(local(callback))
+
+
+def _federated(fresh: Browser, here: Here, upstream: UpstreamIdp,
+               member: Member | None = None, **changes: str) -> httpx.Response:
+    """Sign in through the organisation's provider; the callback's answer.
+    `changes` alter the authorization request on its way to the provider."""
+    url = with_query(fresh.start_federated(here.organisation), **changes)
+    return fresh.http.get(local(through_upstream(upstream, url, member)))
+
+
+def _links(container: Container) -> list[UpstreamLink]:
+    with container.unit() as unit:
+        links = list(unit.session.scalars(select(UpstreamLink)))
+        unit.session.expunge_all()
+        return links
+
+
+def _session_of(container: Container, person_id: int) -> AuthSession:
+    with container.unit() as unit:
+        record = unit.session.scalars(
+            select(AuthSession).where(AuthSession.person_id == person_id)
+            .order_by(AuthSession.id.desc())).first()
+        assert record is not None
+        unit.session.expunge(record)
+        return record
+
+
+def test_a_person_links_their_organisation_account_after_a_full_sign_in(
+    browser: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    answer = _link(browser, here, upstream)
+    assert answer.status_code == 302
+    assert answer.headers["Location"].endswith("/account/organisation-account")
+    page = browser.http.get("/account/organisation-account")
+    assert "Your organisation&#39;s account is linked." in page.text
+    assert upstream.person.username in page.text  # the upstream username, shown to them
+    [link] = _links(container)
+    assert link.person_id == here.person.person.id
+    assert link.issuer == upstream.base
+    assert link.subject == upstream.person.person.public_id
+    assert "federation:link:added" in tags(container)
+
+
+def test_linked_sign_in_asks_for_token_and_pin_and_records_fed_in_amr(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    answer = _federated(fresh, here, upstream)
+    assert answer.status_code == 302
+    assert answer.headers["Location"].endswith("/sign-in/token")
+    # The second step is the usual one: token code and PIN.
+    done = fresh.form("/sign-in/token", {"code": here.person.totp(container, 1),
+                                         "pin": here.person.pin})
+    assert done.status_code == 302, done.text[:300]
+    assert fresh.http.get("/").status_code == 200
+    record = _session_of(container, here.person.person.id)
+    assert record.acr == "AAL2"
+    assert record.amr == ["fed", "otp", "swk", "pin"]
+    assert "signin:federated:success" in tags(container)
+
+
+def test_an_accepted_upstream_acr_skips_token_and_pin(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    with container.unit() as unit:
+        provider = unit.federation.provider_of(here.organisation.id)
+        assert provider is not None
+        provider.accepted_acr = ["AAL2"]  # the upstream instance signs in at AAL2
+        unit.commit()
+    answer = _federated(fresh, here, upstream)
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == "/"
+    assert fresh.http.get("/").status_code == 200
+    record = _session_of(container, here.person.person.id)
+    assert record.acr == "AAL2"
+    assert record.amr == ["fed"]
+
+
+def test_an_upstream_acr_not_accepted_still_asks_for_token_and_pin(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    with container.unit() as unit:
+        provider = unit.federation.provider_of(here.organisation.id)
+        assert provider is not None
+        provider.accepted_acr = ["urn:example:mfa"]  # not what the upstream sends
+        unit.commit()
+    answer = _federated(fresh, here, upstream)
+    assert answer.headers["Location"].endswith("/sign-in/token")
+    assert fresh.http.get("/").status_code == 302  # no session yet
+
+
+def test_an_unlinked_upstream_account_gets_the_uniform_failure(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    # Another person of the same organisation, never linked.
+    answer = _federated(fresh, here, upstream, upstream.others[0])
+    assert answer.status_code == 401
+    assert UNIFORM in answer.text
+    assert fresh.http.get("/").status_code == 302  # not signed in
+    assert reasons(container, "signin:federated:failure")[-1].startswith(
+        "unlinked upstream account")
+
+
+def test_a_bad_signature_is_refused(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    callback = through_upstream(upstream, fresh.start_federated(here.organisation))
+    upstream.tamper.spoil = True
+    answer = fresh.http.get(local(callback))
+    assert answer.status_code == 401
+    assert UNIFORM in answer.text
+    assert fresh.http.get("/").status_code == 302
+    assert reasons(container, "signin:federated:failure")[-1].startswith("bad signature")
+
+
+def test_a_wrong_nonce_is_refused(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    answer = _federated(fresh, here, upstream, nonce="not-the-one-sent")
+    assert answer.status_code == 401
+    assert UNIFORM in answer.text
+    assert reasons(container, "signin:federated:failure")[-1] == "wrong nonce"
+
+
+def test_a_replayed_or_foreign_state_is_refused(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    callback = through_upstream(upstream, fresh.start_federated(here.organisation))
+    # Another browser (no state of its own) cannot use the callback.
+    thief = Browser(browser.base, container)
+    stolen = thief.http.get(local(callback))
+    thief.close()
+    assert stolen.status_code == 401 and UNIFORM in stolen.text
+    kept = dict(fresh.http.cookies)
+    first = fresh.http.get(local(callback))
+    assert first.status_code == 302  # the rightful browser goes on
+    # The same callback again, with the cookie it had: the state was used.
+    replay = Browser(browser.base, container)
+    replay.http.cookies.update(kept)
+    again = replay.http.get(local(callback))
+    replay.close()
+    assert again.status_code == 401 and UNIFORM in again.text
+    assert reasons(container, "signin:federated:failure")[-2:] == [
+        "state mismatched", "state replayed"]
+
+
+def test_a_linked_person_whose_clearance_lapsed_gets_nothing(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    with container.unit() as unit:
+        person = unit.session.get(PersonRow, here.person.person.id)
+        assert person is not None
+        person.clearance_expires_on = container.clock.today() - timedelta(days=1)
+        unit.commit()
+    answer = _federated(fresh, here, upstream)
+    assert answer.status_code == 401 and UNIFORM in answer.text
+    assert "clearance" in reasons(container, "signin:federated:failure")[-1]
+
+
+def test_an_upstream_account_links_to_one_person_only(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container,
+    world: World,
+) -> None:
+    _link(browser, here, upstream)
+    colleague = world.member(here.organisation, given_name="Cal")
+    assert fresh.sign_in(colleague).status_code == 302
+    # The colleague signs in upstream as Priya's upstream account.
+    answer = fresh.http.get(local(through_upstream(upstream,
+                                                   fresh.start_link(here.organisation))))
+    assert answer.status_code == 302
+    assert "could not be linked" in fresh.http.get("/account/organisation-account").text
+    [link] = _links(container)
+    assert link.person_id == here.person.person.id
+    assert reasons(container, "federation:link:failure")[-1] == (
+        "upstream account linked to another person")
+
+
+def test_linking_needs_a_full_sign_in_here(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    """A session begun upstream (amr `fed`) cannot link another upstream account."""
+    _link(browser, here, upstream)
+    with container.unit() as unit:
+        provider = unit.federation.provider_of(here.organisation.id)
+        assert provider is not None
+        provider.accepted_acr = ["AAL2"]
+        unit.commit()
+    assert _federated(fresh, here, upstream).headers["Location"] == "/"
+    refused = fresh.form("/account/organisation-account",
+                         {"organisation": str(here.organisation.id)})
+    assert refused.status_code == 302
+    assert refused.headers["Location"].endswith("/account/organisation-account")
+    assert "Sign in with your password, token and PIN first" in fresh.http.get(
+        "/account/organisation-account").text
+
+
+def test_a_person_removes_their_own_link_and_an_admin_of_the_organisation_anyones(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    [link] = _links(container)
+    removed = browser.form(f"/account/organisation-account/{link.id}/remove", {},
+                           page="/account/organisation-account")
+    assert removed.status_code == 302
+    assert _links(container) == []
+    _link_again = browser.form("/account/organisation-account",
+                               {"organisation": str(here.organisation.id)})
+    browser.http.get(local(through_upstream(upstream, _link_again.headers["Location"])))
+    [link] = _links(container)
+    # The organisation's admin removes it (the walker in test_tenant_isolation
+    # proves admins of other organisations cannot).
+    assert fresh.sign_in(here.admin).status_code == 302
+    by_admin = fresh.form(f"/account/organisation-account/{link.id}/remove", {},
+                          page="/account/organisation-account")
+    assert by_admin.status_code == 302
+    assert _links(container) == []
+    with container.unit() as unit:
+        entries = unit.session.scalars(select(AuditEntry).where(
+            AuditEntry.tag == "federation:link:removed").order_by(AuditEntry.seq)).all()
+        assert [e.detail["by"] for e in entries] == ["self", "admin"]
