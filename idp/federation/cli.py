@@ -90,6 +90,20 @@ def federation_test(org_code: str) -> None:
         click.echo(f"jwks: ok ({len(report.key_ids)} keys: {', '.join(report.key_ids)})")
 
 
+@federation.command("accept-acr")
+@click.argument("org_code")
+@click.argument("values", nargs=-1)
+@cli_errors
+def federation_accept_acr(org_code: str, values: tuple[str, ...]) -> None:
+    """Set the upstream acr values that meet level 2 (none: always token and PIN)."""
+    with _unit(_container()) as unit:
+        org = unit.directory.organisation_by_code(org_code)
+        provider = unit.federation.set_accepted_acr(operator(), org.id, list(values))
+        unit.commit()
+        accepted = ", ".join(provider.accepted_acr) or "none (token and PIN always asked)"
+        click.echo(f"{org.code}: accepted acr: {accepted}")
+
+
 @federation.command("remove")
 @click.argument("org_code")
 @cli_errors

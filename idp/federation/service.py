@@ -196,6 +196,26 @@ class FederationService:
             select(UpstreamProvider).where(UpstreamProvider.organisation_id == organisation_id)
         )
 
+    def set_accepted_acr(self, actor: Principal, organisation_id: int,
+                         values: list[str]) -> UpstreamProvider:
+        """Which upstream `acr` values meet level 2 for this organisation (none:
+        token and PIN are always asked). Audited with what it was before, as
+        it decides how strongly its people sign in."""
+        self._may_manage(actor, organisation_id)
+        provider = self.provider_of(organisation_id)
+        if provider is None:
+            raise NotFound("this organisation has no provider")
+        before = list(provider.accepted_acr)
+        provider.accepted_acr = sorted({v.strip() for v in values if v.strip()})
+        self.audit.record(
+            "federation:policy:changed",
+            subject_type="organisation",
+            subject_id=organisation_id,
+            organisation_id=organisation_id,
+            detail={"before": before, "after": provider.accepted_acr},
+        )
+        return provider
+
     def remove(self, actor: Principal, organisation_id: int) -> int:
         """Remove the provider and every link to it; returns how many links went."""
         self._may_manage(actor, organisation_id)
@@ -239,6 +259,12 @@ class FederationService:
         found = self.metadata.discovery(provider.issuer)
         state, nonce, verifier = new_token(), new_token(16), new_token(48)
         now = self.clock.now()
+        # Requests past their time prove nothing any more: cleared as new ones come.
+        self.session.execute(
+            delete(UpstreamRequest).where(
+                UpstreamRequest.expires_at < now - timedelta(minutes=REQUEST_MINUTES)
+            )
+        )
         self.session.add(
             UpstreamRequest(
                 state_digest=self.digester.digest(state),

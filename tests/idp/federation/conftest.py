@@ -99,6 +99,8 @@ class UpstreamIdp:
     client_id: str
     secret: str
     person: Member
+    admin: Member
+    platform: Member
     others: list[Member] = field(default_factory=list)
     browsers: dict[str, Person] = field(default_factory=dict)
 
@@ -109,6 +111,24 @@ class UpstreamIdp:
         if chosen.username not in self.browsers:
             self.browsers[chosen.username] = Person(self.base, chosen, self.container)
         return self.browsers[chosen.username]
+
+
+def register_downstream(world: World, admin: Member, platform: Member, port: int,
+                        **values: Any) -> tuple[str, str | None]:
+    """The service under test, registered at the upstream as a first-party
+    client (no consent page) and approved."""
+    org_id = admin.person.positions[0].organisation_id
+    registration = Registration(
+        organisation_id=org_id, name="ContactPoint",
+        redirect_uris=[f"http://127.0.0.1:{port}{CALLBACK_PATH}"],
+        scopes=["openid", "profile", "email"], grant_types=["authorization_code"], **values,
+    )
+    unit = world.unit
+    client, secret = unit.clients.register(world.principal(admin), registration)
+    unit.clients.approve(world.principal(platform), client.client_id, "federation test")
+    unit.clients.set_first_party(world.principal(platform), client.client_id, True)
+    unit.commit()
+    return client.client_id, secret
 
 
 @pytest.fixture
@@ -132,21 +152,12 @@ def upstream(tmp_path: Path, sqlite_template: Path, port: int) -> Iterator[Upstr
     admin = world.member(org, Role.ORGANISATION_ADMIN, given_name="Una")
     person = world.member(org, given_name="Priya", family_name="Upstream")
     stranger = world.member(org, given_name="Sam", family_name="Stranger")
-    unit = world.unit
-    registration = Registration(
-        organisation_id=org.id, name="ContactPoint", redirect_uris=[
-            f"http://127.0.0.1:{port}{CALLBACK_PATH}"],
-        scopes=["openid", "profile", "email"], grant_types=["authorization_code"],
-    )
-    client, secret = unit.clients.register(world.principal(admin), registration)
-    unit.clients.approve(world.principal(platform), client.client_id, "federation test")
-    unit.clients.set_first_party(world.principal(platform), client.client_id, True)
-    unit.commit()
+    client_id, secret = register_downstream(world, admin, platform, port)
     assert secret is not None
     tamper = Tamper(create_app(container=container))
     server, thread = _serve(tamper, upstream_port)
-    made = UpstreamIdp(base, container, world, tamper, client.client_id, secret, person,
-                       [stranger])
+    made = UpstreamIdp(base, container, world, tamper, client_id, secret, person,
+                       admin, platform, [stranger])
     yield made
     for browser in made.browsers.values():
         browser.close()

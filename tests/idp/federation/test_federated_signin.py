@@ -8,12 +8,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+from joserfc.jwk import ECKey
 from sqlalchemy import select
 
 from core.audit import AuditEntry
 from directory.models import Person as PersonRow
+from directory.models import Role
 from idp.container import Container
 from idp.federation.models import UpstreamLink
+from idp.federation.service import NewProvider
 from tests.factories import Member, World
 from tests.idp.federation.conftest import (
     Browser,
@@ -21,6 +24,7 @@ from tests.idp.federation.conftest import (
     UpstreamIdp,
     local,
     reasons,
+    register_downstream,
     tags,
     through_upstream,
     with_query,
@@ -44,6 +48,13 @@ def _federated(fresh: Browser, here: Here, upstream: UpstreamIdp,
     `changes` alter the authorization request on its way to the provider."""
     url = with_query(fresh.start_federated(here.organisation), **changes)
     return fresh.http.get(local(through_upstream(upstream, url, member)))
+
+
+def _accept(world: World, here: Here, values: list[str]) -> None:
+    """The organisation's admin sets which upstream acr values meet level 2."""
+    world.unit.federation.set_accepted_acr(world.principal(here.admin), here.organisation.id,
+                                           values)
+    world.unit.commit()
 
 
 def _links(container: Container) -> list[UpstreamLink]:
@@ -98,14 +109,11 @@ def test_linked_sign_in_asks_for_token_and_pin_and_records_fed_in_amr(
 
 
 def test_an_accepted_upstream_acr_skips_token_and_pin(
-    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container,
+    world: World,
 ) -> None:
     _link(browser, here, upstream)
-    with container.unit() as unit:
-        provider = unit.federation.provider_of(here.organisation.id)
-        assert provider is not None
-        provider.accepted_acr = ["AAL2"]  # the upstream instance signs in at AAL2
-        unit.commit()
+    _accept(world, here, ["AAL2"])  # the upstream instance signs in at AAL2
     answer = _federated(fresh, here, upstream)
     assert answer.status_code == 302
     assert answer.headers["Location"] == "/"
@@ -116,14 +124,11 @@ def test_an_accepted_upstream_acr_skips_token_and_pin(
 
 
 def test_an_upstream_acr_not_accepted_still_asks_for_token_and_pin(
-    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container,
+    world: World,
 ) -> None:
     _link(browser, here, upstream)
-    with container.unit() as unit:
-        provider = unit.federation.provider_of(here.organisation.id)
-        assert provider is not None
-        provider.accepted_acr = ["urn:example:mfa"]  # not what the upstream sends
-        unit.commit()
+    _accept(world, here, ["urn:example:mfa"])  # not what the upstream sends
     answer = _federated(fresh, here, upstream)
     assert answer.headers["Location"].endswith("/sign-in/token")
     assert fresh.http.get("/").status_code == 302  # no session yet
@@ -221,15 +226,12 @@ def test_an_upstream_account_links_to_one_person_only(
 
 
 def test_linking_needs_a_full_sign_in_here(
-    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container,
+    world: World,
 ) -> None:
     """A session begun upstream (amr `fed`) cannot link another upstream account."""
     _link(browser, here, upstream)
-    with container.unit() as unit:
-        provider = unit.federation.provider_of(here.organisation.id)
-        assert provider is not None
-        provider.accepted_acr = ["AAL2"]
-        unit.commit()
+    _accept(world, here, ["AAL2"])
     assert _federated(fresh, here, upstream).headers["Location"] == "/"
     refused = fresh.form("/account/organisation-account",
                          {"organisation": str(here.organisation.id)})
@@ -263,3 +265,34 @@ def test_a_person_removes_their_own_link_and_an_admin_of_the_organisation_anyone
         entries = unit.session.scalars(select(AuditEntry).where(
             AuditEntry.tag == "federation:link:removed").order_by(AuditEntry.seq)).all()
         assert [e.detail["by"] for e in entries] == ["self", "admin"]
+
+
+def test_private_key_jwt_to_the_provider_works_the_same(
+    browser: Browser, fresh: Browser, upstream: UpstreamIdp, container: Container,
+    world: World, port: int,
+) -> None:
+    """The provider's client authenticates with a private key (RFC 7523), kept
+    encrypted here; the rest of the journey is the same."""
+    key = ECKey.generate_key("P-256", parameters={"kid": "contactpoint-1"})
+    client_id, _ = register_downstream(
+        upstream.world, upstream.admin, upstream.platform, port,
+        auth_method="private_key_jwt", jwks={"keys": [key.as_dict(private=False)]})
+    org = world.organisation("Southshire Council")
+    person = world.member(org, given_name="Kim")
+    pem = key.as_pem(private=True).decode()
+    world.unit.federation.add(world.principal(world.member(org, Role.ORGANISATION_ADMIN)),
+                              NewProvider(organisation_id=org.id, issuer=upstream.base,
+                                          client_id=client_id, username_claim="email",
+                                          private_key_pem=pem))
+    world.unit.commit()
+    with container.unit() as unit:
+        provider = unit.federation.provider_of(org.id)
+        assert provider is not None and provider.auth_method == "private_key_jwt"
+        assert "PRIVATE KEY" not in provider.credential_ciphertext
+    here = Here(org, person, person)
+    assert _link(browser, here, upstream).status_code == 302
+    [link] = _links(container)
+    assert link.person_id == person.person.id
+    assert link.upstream_username == upstream.person.person.work_email
+    answer = _federated(fresh, here, upstream)
+    assert answer.headers["Location"].endswith("/sign-in/token")
