@@ -382,8 +382,9 @@ class FederationService:
         """Store the (issuer, subject) for the person who asked, once."""
         request, provider = upstream.request, upstream.provider
         if request.purpose != LINK or request.person_id != person_id:
+            # Audited against the person who started the request, not whoever came back.
             raise self._refuse(client, "link callback for another person or purpose",
-                               person_id, LINK)
+                               request.person_id, LINK)
         person = self.directory.person(person_id)
         if not any(
             p.organisation_id == provider.organisation_id and p.current_on(self.clock.today())

@@ -296,3 +296,60 @@ def test_private_key_jwt_to_the_provider_works_the_same(
     assert link.upstream_username == upstream.person.person.work_email
     answer = _federated(fresh, here, upstream)
     assert answer.headers["Location"].endswith("/sign-in/token")
+
+
+def test_an_upstream_linked_through_another_organisation_gets_nothing(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container,
+    world: World, port: int,
+) -> None:
+    """Two organisations use the same provider (one issuer, a client each): an
+    account linked through one does not sign in through the other, even for a
+    person who holds a position in both."""
+    _link(browser, here, upstream)
+    other_client, secret = register_downstream(upstream.world, upstream.admin,
+                                               upstream.platform, port)
+    other = world.organisation("Eastshire Council")
+    world.add_position(here.person, other, Role.PRACTITIONER)
+    world.unit.federation.add(world.principal(world.member(other, Role.ORGANISATION_ADMIN)),
+                              NewProvider(organisation_id=other.id, issuer=upstream.base,
+                                          client_id=other_client, username_claim="email",
+                                          client_secret=secret))
+    world.unit.commit()
+    answer = _federated(fresh, Here(other, here.person, here.admin), upstream)
+    assert answer.status_code == 401 and UNIFORM in answer.text
+    assert reasons(container, "signin:federated:failure")[-1] == (
+        "upstream of another organisation")
+
+
+def test_an_admin_sees_and_removes_a_link_from_the_person_page(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    _link(browser, here, upstream)
+    [link] = _links(container)
+    assert fresh.sign_in(here.admin).status_code == 302
+    page = f"/admin/people/{here.person.person.id}"
+    shown = fresh.http.get(page)
+    assert shown.status_code == 200, shown.status_code
+    assert "Linked organisation accounts" in shown.text
+    assert upstream.person.username in shown.text
+    removed = fresh.form(f"/account/organisation-account/{link.id}/remove", {"next": page},
+                         page=page)
+    assert removed.status_code == 302 and removed.headers["Location"] == page
+    assert _links(container) == []
+
+
+def test_a_link_callback_after_the_session_ended_links_nothing(
+    browser: Browser, here: Here, upstream: UpstreamIdp, container: Container
+) -> None:
+    """The browser still holds the request's state, but its session here was
+    ended (say, by an administrator) while the person was at the provider."""
+    assert browser.sign_in(here.person).status_code == 302
+    callback = through_upstream(upstream, browser.start_link(here.organisation))
+    with container.unit() as unit:
+        unit.sessions.end_all_for(unit.directory.person(here.person.person.id), "test")
+        unit.commit()
+    answer = browser.http.get(local(callback))
+    assert answer.status_code == 302
+    assert _links(container) == []
+    assert reasons(container, "federation:link:failure")[-1] == (
+        "link callback for another person or purpose")
