@@ -11,10 +11,12 @@ cannot make this service hammer the provider.
 from __future__ import annotations
 
 import hmac
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,6 +55,14 @@ class UpstreamRefused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+@cache
+def tls() -> ssl.SSLContext:
+    """One TLS context for every request to providers: httpx builds a new one
+    (loading the CA bundle, about 0.1 s of CPU) for each client otherwise, and
+    each callback makes one. The same CA bundle and settings httpx would use."""
+    return httpx.create_ssl_context()
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class MetadataCache:
             raise UpstreamUnavailable(step, f"{url} is not https")
         self.fetches += 1
         try:
-            response = httpx.get(url, timeout=self.timeout, follow_redirects=False)
+            response = httpx.get(url, timeout=self.timeout, follow_redirects=False, verify=tls())
         except httpx.HTTPError as error:
             raise UpstreamUnavailable(step, f"cannot fetch {url}: {error}") from None
         if response.status_code != 200:
@@ -188,13 +198,13 @@ def _oauth_client(credential: ClientCredential, discovery: Discovery,
         client = OAuth2Client(credential.client_id, key, scope=SCOPE, redirect_uri=redirect_uri,
                               code_challenge_method="S256",
                               token_endpoint_auth_method="private_key_jwt",  # noqa: S106 - a method name
-                              timeout=timeout)
+                              timeout=timeout, verify=tls())
         client.register_client_auth_method(PrivateKeyJWT(discovery.token_endpoint, alg=alg))
         return client
     return OAuth2Client(credential.client_id, credential.secret, scope=SCOPE,
                         redirect_uri=redirect_uri, code_challenge_method="S256",
                         token_endpoint_auth_method="client_secret_basic",  # noqa: S106 - a method name
-                        timeout=timeout)
+                        timeout=timeout, verify=tls())
 
 
 def authorization_url(credential: ClientCredential, discovery: Discovery, redirect_uri: str,

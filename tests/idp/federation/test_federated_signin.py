@@ -353,3 +353,18 @@ def test_a_link_callback_after_the_session_ended_links_nothing(
     assert _links(container) == []
     assert reasons(container, "federation:link:failure")[-1] == (
         "link callback for another person or purpose")
+
+
+def test_the_choice_lists_only_organisations_with_a_provider_and_asks_no_username(
+    fresh: Browser, here: Here, world: World
+) -> None:
+    elsewhere = world.organisation("Westshire Council")
+    page = fresh.http.get("/sign-in/organisation")
+    assert page.status_code == 200
+    assert here.organisation.name in page.text
+    assert elsewhere.name not in page.text
+    assert 'name="username"' not in page.text and 'name="password"' not in page.text
+    # An organisation without a provider cannot be chosen: the page again, no redirect.
+    refused = fresh.form("/sign-in/organisation", {"organisation": str(elsewhere.id)})
+    assert refused.status_code == 200
+    assert "Sign in with your organisation" in fresh.http.get("/sign-in").text
