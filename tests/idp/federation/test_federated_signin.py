@@ -12,6 +12,7 @@ from joserfc.jwk import ECKey
 from sqlalchemy import select
 
 from core.audit import AuditEntry
+from core.clock import FrozenClock
 from directory.models import Person as PersonRow
 from directory.models import Role
 from idp.container import Container
@@ -368,3 +369,15 @@ def test_the_choice_lists_only_organisations_with_a_provider_and_asks_no_usernam
     refused = fresh.form("/sign-in/organisation", {"organisation": str(elsewhere.id)})
     assert refused.status_code == 200
     assert "Sign in with your organisation" in fresh.http.get("/sign-in").text
+
+
+def test_a_callback_after_the_request_expired_is_refused(
+    browser: Browser, fresh: Browser, here: Here, upstream: UpstreamIdp, container: Container,
+    clock: FrozenClock,
+) -> None:
+    _link(browser, here, upstream)
+    callback = through_upstream(upstream, fresh.start_federated(here.organisation))
+    clock.advance(seconds=11 * 60)
+    answer = fresh.http.get(local(callback))
+    assert answer.status_code == 401 and UNIFORM in answer.text
+    assert reasons(container, "signin:federated:failure")[-1] == "request expired"
