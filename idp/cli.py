@@ -631,5 +631,6 @@ def tokens_list(org_code: str, state: str | None, page: int) -> None:
 # Command groups kept beside their own area; importing one registers it on `main`.
 from idp import directory_cli as _directory_cli  # noqa: E402, F401
 from idp.children import cli as _children_cli  # noqa: E402, F401
+from idp.federation import cli as _federation_cli  # noqa: E402, F401
 from idp.keys import cli as _keys_cli  # noqa: E402, F401
 from idp.oidc import cli as _oidc_cli  # noqa: E402, F401

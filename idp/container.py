@@ -36,6 +36,8 @@ from directory.ldap_connect import LdapTarget
 from directory.ldap_publish import LdapPublisher
 from directory.service import DirectoryService
 from directory.services import ServicesService
+from idp.federation.service import FederationService
+from idp.federation.upstream import MetadataCache
 from idp.oidc.clients import ClientRegistry
 from idp.oidc.keys import KeyRotation, KeyStore
 from idp.oidc.logout import watch as watch_for_logouts
@@ -74,6 +76,8 @@ class Container:
         self.digester = SecretDigester(self.secrets.data_key)
         self.hasher = SecretHasher(settings.argon2)
         self._redis: redis.Redis | None = None
+        # Upstream providers' discovery and keys: public metadata, one copy a process.
+        self.upstream_metadata = MetadataCache()
         self.oidc_keys = KeyStore(self.cipher, bootstrap=self._first_signing_keys)
         # Sessions that end here end at every relying application too.
         watch_for_logouts(self.session_factory, self, self.oidc_keys)
@@ -320,6 +324,23 @@ class Unit:
             self.session, self.clock, self.audit, self.directory, self.sessions
         )
 
+
+    @cached_property
+    def federation(self) -> FederationService:
+        """Organisations' own identity providers: registration, sign-in, links."""
+        c = self.container
+        return FederationService(
+            self.session,
+            self.clock,
+            self.audit,
+            c.cipher,
+            c.digester,
+            c.upstream_metadata,
+            self.directory,
+            self.signin,
+            self.attempts,
+            c.settings.service.base_url.rstrip("/") + "/sign-in/organisation/callback",
+        )
 
     @cached_property
     def clients(self) -> ClientRegistry:

@@ -8,6 +8,7 @@ from core.db import Base
 from directory import models as directory_models
 from directory import services_models
 from directory.children import models as children_models
+from idp.federation import models as federation_models
 from idp.oidc import models as oidc_models
 from tokens import models as tokens_models
 from vetting import models as vetting_models
@@ -17,6 +18,7 @@ __all__ = [
     "audit",
     "children_models",
     "directory_models",
+    "federation_models",
     "oidc_models",
     "outbox",
     "services_models",

@@ -17,6 +17,8 @@ OTP = "otp"
 HARDWARE_KEY = "hwk"
 SOFTWARE_KEY = "swk"
 PIN = "pin"
+# A first factor proved at an organisation's own identity provider (federation).
+FEDERATED = "fed"
 
 
 def acr_for_level(level: int, names: AssuranceSettings) -> str:

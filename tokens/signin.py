@@ -40,6 +40,7 @@ from directory.service import (
     require_admin_over,
 )
 from tokens.assurance import (
+    FEDERATED,
     HARDWARE_KEY,
     OTP,
     PASSWORD,
@@ -132,6 +133,7 @@ _FLOW_BY_DIGEST = select(
     _flow.c.epoch,
     _flow.c.expires_at,
     _flow.c.finished_at,
+    _flow.c.data,
 ).where(_flow.c.digest == bindparam("digest"))
 _otp_token = OtpToken.__table__
 _ACTIVE_TOKENS = select(_otp_token).where(
@@ -317,6 +319,18 @@ class SignInService:
             self.audit.record(
                 "credential:password:rehashed", subject_type="person", subject_id=account.id
             )
+        return self._second_step(account, now, "signin:password:success", {}, {})
+
+    def _second_step(
+        self,
+        account: _Account,
+        now: datetime,
+        tag: str,
+        data: dict[str, object],
+        detail: dict[str, object],
+    ) -> str:
+        """Step 1 passed (by password, or upstream): the flow of the second step,
+        audited under `tag`; its token for the browser."""
         token = new_token()
         self.session.connection().execute(
             _INSERT_FLOW,
@@ -329,15 +343,16 @@ class SignInService:
                 "created_at": now,
                 "expires_at": now + timedelta(minutes=self.settings.signin.flow_minutes),
                 "finished_at": None,
-                "data": {},
+                "data": data,
             },
         )
         self.audit.record(
-            "signin:password:success",
+            tag,
             subject_type="person",
             subject_id=account.id,
             actor_id=account.id,
             actor_label=account.username,
+            detail=detail or None,
         )
         self.session.commit()
         return token
@@ -499,6 +514,10 @@ class SignInService:
         blockers = account.blockers(now.date())
         if blockers:
             raise self._fail(client, account, "second_factor", "; ".join(blockers), count=False)
+        amr = factor.amr
+        if (flow.data or {}).get("first") == FEDERATED:
+            # The first factor was proved upstream, not with our password.
+            amr = [FEDERATED if method == PASSWORD else method for method in amr]
         assert account.secret_hash is not None
         if self.hasher.needs_rehash(account.secret_hash):
             pin_row = self.session.get(PinCredential, account.id)
@@ -506,10 +525,20 @@ class SignInService:
             pin_row.hash = self.hasher.hash(pin)
         if account.failures:
             self.attempts.succeeded(self.directory.person(account.id))
+        return self._start_session(account, factor.acr, amr, client, factor.detail)
+
+    def _start_session(
+        self,
+        account: _Account,
+        acr: str,
+        amr: list[str],
+        client: Client,
+        detail: dict[str, object],
+    ) -> SignedIn:
         token, record = self.sessions.start(
             account,
-            acr=factor.acr,
-            amr=factor.amr,
+            acr=acr,
+            amr=amr,
             client_address=client.address,
             user_agent=client.user_agent,
         )
@@ -519,10 +548,62 @@ class SignInService:
             subject_id=account.id,
             actor_id=account.id,
             actor_label=account.username,
-            detail={"acr": record.acr, "amr": factor.amr, **factor.detail},
+            detail={"acr": record.acr, "amr": amr, **detail},
         )
         self.session.commit()
         return SignedIn(token, record, account.id, self.directory.person)
+
+    # -- step 1 at an organisation's own identity provider ------------------------
+
+    def begin_upstream(
+        self,
+        person_id: int,
+        organisation_id: int,
+        issuer: str,
+        client: Client,
+        *,
+        accepted: bool,
+    ) -> str | SignedIn:
+        """The first factor proved at an organisation's provider, for the person
+        its (issuer, subject) is linked to. The person's access is checked as at
+        step 1, and they must hold a current position in that organisation.
+        Unless the organisation accepts the upstream `acr` as level 2
+        (`accepted`), return the token of the usual second step (token code and
+        PIN); otherwise start a level 2 session at once."""
+        self.attempts.check_address(client, "signin")
+        self.session.flush()
+        account = self._account(_ACCOUNT_BY_ID, person_id=person_id)
+        if account is None:
+            raise self._fail(client, None, "federated", "linked person not found", count=False)
+        now = self.clock.now()
+        if account.locked(now):
+            raise self._fail(client, account, "federated", "account locked", count=False)
+        blockers = account.blockers(now.date())
+        if blockers:
+            raise self._fail(client, account, "federated", "; ".join(blockers), count=False)
+        if organisation_id not in account.organisations(now.date()):
+            raise self._fail(
+                client,
+                account,
+                "federated",
+                "no current position in the provider's organisation",
+                count=False,
+            )
+        if accepted:
+            return self._start_session(
+                account,
+                acr_for_level(2, self.settings.assurance),
+                [FEDERATED],
+                client,
+                {"upstream": issuer},
+            )
+        return self._second_step(
+            account,
+            now,
+            "signin:federated:success",
+            {"first": FEDERATED, "upstream": issuer},
+            {"upstream": issuer},
+        )
 
     # -- step-up to level 3 ----------------------------------------------------
 

@@ -88,6 +88,17 @@ def person(person_id: int) -> str:
     unit = web.unit()
     target = unit.administration.person_for(actor, Act.LIST_PEOPLE, person_id)
     today = unit.clock.today()
+    admin_of = actor.is_platform_admin or any(
+        actor.has_role(Role.ORGANISATION_ADMIN, p.organisation_id)
+        for p in target.positions
+        if p.current_on(today)
+    )
+    # Upstream accounts linked to this person, for an admin of the provider's organisation.
+    links = [
+        (link, org)
+        for link, org in unit.federation.links_of(target.id)
+        if actor.is_platform_admin or actor.has_role(Role.ORGANISATION_ADMIN, org.id)
+    ]
     return render_template(
         "admin/person.html",
         title=target.display_name,
@@ -96,12 +107,8 @@ def person(person_id: int) -> str:
         lock=unit.signin.lock_states([target.id]).get(target.id),
         may_end={p.id for p in target.positions if may(actor, Act.END_POSITION, p.organisation_id)},
         may_close=_may_person(actor, Act.CLOSE, target, today),
-        admin_of=actor.is_platform_admin
-        or any(
-            actor.has_role(Role.ORGANISATION_ADMIN, p.organisation_id)
-            for p in target.positions
-            if p.current_on(today)
-        ),
+        admin_of=admin_of,
+        links=links if admin_of and actor.person_id != target.id else [],
     )
 
 

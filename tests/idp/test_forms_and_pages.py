@@ -187,6 +187,7 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
             "tokens.replacement"} <= tried
     assert {"services.new", "services.edit", "services.close", "services.place",
             "services.unplace"} <= tried
+    assert {"federation.choose", "federation.link", "federation.unlink"} <= tried
     assert {"api.suspend_person", "api.reinstate_person", "api.end_position",
             "api.suspend_organisation", "api.accredit_organisation"} <= tried
     # Nothing happened: no audit entry, no change, and the session survived the sign-out post.
@@ -260,6 +261,7 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
     assert {"vetting.decision", "people.unlock", "resets.request_pin_reset",
             "resets.request_password_reset"} <= set(posted)
     assert {"keys.add", "keys.remove", "keys.step_up"} <= set(posted)
+    assert {"federation.link", "federation.unlink"} <= set(posted)
     assert {"tokens.assign", "tokens.activate", "tokens.resync", "tokens.lost"} <= set(posted)
     assert {"services.new", "services.edit", "services.close", "services.place",
             "services.unplace"} <= set(posted)
@@ -286,7 +288,8 @@ def test_the_public_list_is_exact(app: Flask) -> None:
         "/assets-local/<path:name>", "/assets/<path:name>", "/healthz", "/metrics",
         "/readyz", "/reset-password", "/reset-password/done", "/reset-password/new", "/reset-pin",
         "/reset-pin/code", "/reset-pin/done", "/reset-pin/new", "/sign-in",
-        "/sign-in/key", "/sign-in/token", "/signed-out",
+        "/sign-in/key", "/sign-in/organisation", "/sign-in/organisation/callback",
+        "/sign-in/token", "/signed-out",
     ]
     protocol = sorted(
         f"{sorted((r.methods or set()) - {'HEAD', 'OPTIONS'})} {r.rule}"

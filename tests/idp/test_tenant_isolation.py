@@ -35,6 +35,8 @@ from directory.models import (
 )
 from directory.services_models import Service
 from idp.container import Container
+from idp.federation.models import UpstreamLink, UpstreamProvider
+from idp.federation.service import NewProvider
 from idp.oidc.clients import Registration
 from idp.oidc.models import Consent, OAuthClient
 from tests.factories import Member, World, sign_in
@@ -91,6 +93,7 @@ ANY_SIGNED_IN = {
     "vetting.new",
     "vetting.renewal",
     "oidc.applications",  # the applications the person allowed: their own consents only
+    "federation.link",  # their own links to their organisations' providers
     # The child index is national (DOMAIN.md): any practitioner searches it, with a
     # reason; its rules (roles, shielding, sensitive services, source ids) are proved
     # in tests/directory/children and tests/idp/test_children_pages.py.
@@ -173,6 +176,13 @@ def _victim(world: World, container: Container) -> Victim:
     consent = Consent(person_id=staff.person.id, client_id=client.client_id, scopes=["openid"],
                       granted_at=container.clock.now())
     u.session.add(consent)
+    provider = u.federation.add(admin_principal, NewProvider(
+        organisation_id=org.id, issuer="https://login.victimshire.example.org",
+        client_id="contactpoint", username_claim="email", client_secret="victim secret"))
+    link = UpstreamLink(provider_id=provider.id, person_id=staff.person.id,
+                        issuer=provider.issuer, subject="val-upstream",
+                        linked_at=container.clock.now())
+    u.session.add(link)
     u.commit()
     child_id = _victim_child(container, org)
     position = staff.person.positions[0]
@@ -191,6 +201,7 @@ def _victim(world: World, container: Container) -> Victim:
             "service_id": service.id,
             "client_id": client.client_id,
             "consent_id": consent.id,
+            "link_id": link.id,  # the victim's link to their council's own provider
             # The child-record module: a record in the victim council's care, and
             # ids of its team's queues (their refusals are proved in tests/directory/children).
             "public_id": child_id,
@@ -290,8 +301,9 @@ def _snapshot(container: Container, victim: Victim) -> tuple[Any, ...]:
         client = s.scalars(select(OAuthClient).where(OAuthClient.client_id == ids["client_id"])
                            ).one()
         consent = s.get(Consent, ids["consent_id"])
+        link = s.get(UpstreamLink, ids["link_id"])
         assert person and org and app and request and token and key and service and guard
-        assert consent
+        assert consent and link
         positions = s.scalars(
             select(Position.id, Position.ends_on, Position.service_id).where(
                 Position.organisation_id == org.id
@@ -325,6 +337,9 @@ def _snapshot(container: Container, victim: Victim) -> tuple[Any, ...]:
             client.secret_digest,
             client.first_party,
             consent.revoked_at,
+            link.subject,
+            s.scalar(select(UpstreamProvider.client_id).where(
+                UpstreamProvider.organisation_id == org.id)),
         )
 
 

@@ -1,0 +1,1 @@
+"""Federation with organisations' own OpenID Connect providers (issue 5)."""
