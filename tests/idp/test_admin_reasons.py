@@ -93,6 +93,10 @@ def test_the_team_unlocks_and_sponsors_in_its_areas_school_but_not_elsewhere(
     set_lock(container, teacher, permanent=True)
     set_lock(container, far_teacher, permanent=True)
     browser = _browser(app, container, clock, team)
+    home = text_of(browser.client.get("/"))
+    assert 'href="/people"' in home and 'href="/applications/new"' in home
+    people = text_of(browser.client.get("/people"))
+    assert "Tom" in people and "Fay" not in people
     refused = browser.client.get(f"/admin/people/{far_teacher.person.id}/unlock")
     assert refused.status_code in (403, 404)
     assert browser.submit(f"/admin/people/{teacher.person.id}/unlock",
