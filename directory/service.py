@@ -364,6 +364,28 @@ class DirectoryService:
     def end_all_sessions(self, person: Person) -> None:
         person.security_epoch += 1
 
+    def administers(self, actor: Principal, organisation_id: int | None) -> bool:
+        """`administers` for an organisation known by its id (False if there is none)."""
+        if actor.is_platform_admin:
+            return True
+        org = self.session.get(Organisation, organisation_id) if organisation_id else None
+        return org is not None and administers(actor, org)
+
+    def administered_organisations(self, actor: Principal) -> list[Organisation]:
+        """The organisations the actor administers through their own positions, for a
+        page to choose from. A platform admin may act anywhere, but is offered only
+        these: a list of every organisation in the country helps nobody."""
+        own = Principal(
+            actor.person_id,
+            actor.username,
+            tuple(g for g in actor.grants if g.role is not Role.PLATFORM_ADMIN),
+        )
+        clause = administered_clause(own)
+        assert clause is not None  # without the platform grant, never everything
+        return list(
+            self.session.scalars(select(Organisation).where(clause).order_by(Organisation.name))
+        )
+
     def people_administered_by(self, actor: Principal, today: date) -> list[Person]:
         """People with a current position in an organisation the actor administers."""
         stmt = (

@@ -41,7 +41,7 @@ from core.audit import Auditor
 from core.clock import Clock
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
 from directory.accreditation import reason_from
-from directory.models import Organisation, Person, Role
+from directory.models import Organisation, Person
 from directory.service import DirectoryService, Principal, access_blockers, require_admin_over
 from tokens.attempts import Attempts, Client
 from tokens.errors import SignInFailed
@@ -121,12 +121,10 @@ class InventoryService:
 
     # -- authority ------------------------------------------------------------
 
-    @staticmethod
-    def _administers(actor: Principal, organisation_id: int | None) -> bool:
-        return actor.is_platform_admin or (
-            organisation_id is not None
-            and actor.has_role(Role.ORGANISATION_ADMIN, organisation_id)
-        )
+    def _administers(self, actor: Principal, organisation_id: int | None) -> bool:
+        """Whoever administers the organisation's people manages its tokens
+        (`directory.service.administers`: its admins, its area's team)."""
+        return self.directory.administers(actor, organisation_id)
 
     def _require_admin_of(self, actor: Principal, organisation_id: int | None) -> None:
         if not self._administers(actor, organisation_id):

@@ -176,19 +176,8 @@ class VettingService:
         return list(self.session.scalars(stmt))
 
     def sponsoring_organisations(self, actor: Principal) -> list[Organisation]:
-        """The organisations the actor may sponsor in, for a form to choose from. A
-        platform admin may sponsor anywhere, but is offered only the organisations
-        they would administer without that right: a list of every organisation in
-        the country helps nobody."""
-        own = Principal(
-            actor.person_id,
-            actor.username,
-            tuple(g for g in actor.grants if g.role is not Role.PLATFORM_ADMIN),
-        )
-        clause = administered_clause(own)
-        assert clause is not None  # nobody is a platform admin without that grant
-        return list(self.session.scalars(select(Organisation).where(clause).order_by(
-            Organisation.name)))
+        """The organisations the actor may sponsor in, for the form to choose from."""
+        return self.directory.administered_organisations(actor)
 
     def applications_of(
         self,

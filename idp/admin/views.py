@@ -75,7 +75,6 @@ def organisation(organisation_id: int) -> str:
         page=page,
         query=query,
         locks=unit.signin.lock_states([p.id for p in page.items]),
-        may_tokens=actor.has_role(Role.ORGANISATION_ADMIN, org.id) or actor.is_platform_admin,
     )
 
 

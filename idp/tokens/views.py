@@ -13,7 +13,6 @@ from flask_login import logout_user
 from werkzeug.wrappers import Response
 
 from core.errors import InvalidInput, NotAllowed
-from directory.models import Role
 from idp import web
 from idp.forms import attach_problems
 from idp.tokens.forms import (
@@ -51,8 +50,7 @@ def _context(token: OtpToken) -> dict[str, object]:
         "holder": holder,
         "labels": STATE_LABELS,
         "is_holder": token.person_id == actor.person_id,
-        "is_admin": actor.is_platform_admin
-        or actor.has_role(Role.ORGANISATION_ADMIN, token.organisation_id),
+        "is_admin": unit.directory.administers(actor, token.organisation_id),
     }
 
 
@@ -61,7 +59,7 @@ def _context(token: OtpToken) -> dict[str, object]:
 def inventory() -> str:
     actor = web.principal()
     unit = web.unit()
-    administered = sorted(actor.organisations_with(Role.ORGANISATION_ADMIN))
+    administered = [o.id for o in unit.directory.administered_organisations(actor)]
     chosen = request.args.get("organisation", type=int)
     if chosen is None and administered:
         chosen = administered[0]
@@ -96,7 +94,7 @@ def policy(organisation_id: int) -> Response | str:
     decides who may change it (its own admins, platform admins) and audits it."""
     unit = web.unit()
     actor = web.principal()
-    if not (actor.is_platform_admin or actor.has_role(Role.ORGANISATION_ADMIN, organisation_id)):
+    if not unit.directory.administers(actor, organisation_id):
         raise NotAllowed()
     organisation = unit.directory.organisation(organisation_id)
     current = unit.policies.get(organisation_id)

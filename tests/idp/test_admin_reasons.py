@@ -4,11 +4,13 @@ for a reset letter, and a local authority team works in its area's schools."""
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
 from core.audit import AuditEntry
 from core.clock import FrozenClock
+from core.errors import NotAllowed
 from directory.models import OrganisationKind, Role
 from idp.container import Container
 from tests.factories import Member, World
@@ -17,6 +19,7 @@ from tests.idp.test_token_pages import state_of, stock
 from tests.tokens.test_signin import set_lock
 from tokens.attempts import guard_for
 from tokens.models import TokenState
+from tokens.policy import Factor
 
 
 def _browser(app: Flask, container: Container, clock: FrozenClock, member: Member) -> Browser:
@@ -152,3 +155,38 @@ def test_an_organisation_admin_may_leave_the_reason_out_of_a_token_act(
                           page=detail).status_code == 302
     assert browser.submit(f"{detail}/returned", {}).status_code == 302
     assert state_of(container, token) is TokenState.RETURNED
+
+
+def test_the_team_manages_its_areas_tokens_and_nobody_elses(
+    app: Flask, container: Container, clock: FrozenClock, world: World
+) -> None:
+    council = world.organisation("Northshire County Council")
+    school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
+                                registration_authority=council)
+    far = world.organisation("Southshire Academy", OrganisationKind.SCHOOL)
+    teacher = world.member(school, given_name="Tom")
+    far_teacher = world.member(far, given_name="Fay")
+    [ours] = stock(world, school, ["AREA01"])
+    [theirs] = stock(world, far, ["FAR001"])
+    team = world.principal(world.member(council, Role.LOCAL_AUTHORITY_TEAM, given_name="Lara"))
+    hardware = frozenset({Factor.HARDWARE_TOKEN})
+    with container.unit() as unit:
+        # Refusals first: another council's school, its token, its people, its policy.
+        with pytest.raises(NotAllowed):
+            unit.inventory.list_tokens(team, far.id)
+        with pytest.raises(NotAllowed):
+            unit.inventory.token(team, theirs.id)
+        with pytest.raises(NotAllowed):
+            unit.inventory.assign(team, ours.serial,
+                                  unit.directory.person(far_teacher.person.id), "x")
+        with pytest.raises(NotAllowed):
+            unit.policies.set(team, far.id, allowed=hardware, attestation="none",
+                              user_verification="preferred")
+        assert [t.serial for t in unit.inventory.list_tokens(team, school.id).items] == [
+            "AREA01"]
+        unit.inventory.assign(team, ours.serial, unit.directory.person(teacher.person.id))
+        unit.policies.set(team, school.id, allowed=hardware, attestation="none",
+                          user_verification="preferred")
+        unit.commit()
+    assert state_of(container, ours) is TokenState.ASSIGNED
+    assert state_of(container, theirs) is TokenState.IN_STOCK
