@@ -447,7 +447,9 @@ class InventoryService:
             require_admin_over(actor, person, self.clock.today())
         return person
 
-    def resync(self, actor: Principal, token_id: int, first: str, second: str) -> OtpToken:
+    def resync(
+        self, actor: Principal, token_id: int, first: str, second: str, reason: str | None = None
+    ) -> OtpToken:
         """Bring a token that drifted back in step, from two consecutive codes.
 
         HOTP: the two codes must be consecutive counters within a look-ahead of
@@ -457,6 +459,7 @@ class InventoryService:
         be used to sign in afterwards."""
         token = self.token(actor, token_id)
         self._require_holder_or_admin(actor, token)
+        why = _why(actor, reason)
         if token.state not in (TokenState.ASSIGNED, TokenState.ACTIVE):
             raise TokenStateConflict()
         first, second = ("".join(c.split()) for c in (first, second))
@@ -499,8 +502,8 @@ class InventoryService:
             token.drift_steps = found - int(self.clock.now().timestamp()) // token.period_seconds
             token.last_step = found
         after = {"last_step": token.last_step, "drift_steps": token.drift_steps}
-        self._event(token, "resynced", actor, before=before, after=after)
-        self._audit("token:resynced", token, before=before, after=after)
+        self._event(token, "resynced", actor, before=before, after=after, **why)
+        self._audit("token:resynced", token, before=before, after=after, **why)
         self.session.flush()
         return token
 

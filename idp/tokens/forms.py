@@ -66,6 +66,7 @@ class ResyncForm(FlaskForm):  # type: ignore[misc]
         widget=GovTextInput(),
         validators=[InputRequired("Enter the next code"), Length(max=12)],
     )
+    reason = _reason()
     submit = SubmitField("Resynchronise", widget=GovSubmitInput())
 
 

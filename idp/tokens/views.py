@@ -210,7 +210,8 @@ def resync(token_id: int) -> Response | str:
     if form.validate_on_submit():
         try:
             unit.inventory.resync(
-                actor, token.id, form.first_code.data or "", form.second_code.data or ""
+                actor, token.id, form.first_code.data or "", form.second_code.data or "",
+                form.reason.data,
             )
             unit.commit()
             flash(f"Token {token.serial} is back in step.")

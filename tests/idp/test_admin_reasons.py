@@ -4,14 +4,16 @@ for a reset letter, and a local authority team works in its area's schools."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
 from core.audit import AuditEntry
 from core.clock import FrozenClock
-from core.errors import NotAllowed
-from directory.models import OrganisationKind, Role
+from core.errors import InvalidInput, NotAllowed
+from directory.models import Organisation, OrganisationKind, Role
 from idp.container import Container
 from tests.factories import Member, World
 from tests.idp.conftest import Browser, text_of
@@ -83,16 +85,31 @@ def test_an_organisation_admin_may_give_a_reason_for_a_letter_or_not(
     assert details["reset:password:requested"]["reason"] == "asked by phone"
 
 
-def test_the_team_unlocks_and_sponsors_in_its_areas_school_but_not_elsewhere(
-    app: Flask, container: Container, clock: FrozenClock, world: World
-) -> None:
+@dataclass
+class Area:
+    council: Organisation
+    school: Organisation  # in the council's area
+    far: Organisation  # in nobody's area of ours
+    teacher: Member
+    far_teacher: Member
+    team: Member
+
+
+@pytest.fixture
+def area(world: World) -> Area:
     council = world.organisation("Northshire County Council")
     school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
                                 registration_authority=council)
     far = world.organisation("Southshire Academy", OrganisationKind.SCHOOL)
-    teacher = world.member(school, given_name="Tom")
-    far_teacher = world.member(far, given_name="Fay")
-    team = world.member(council, Role.LOCAL_AUTHORITY_TEAM, given_name="Lara")
+    return Area(council, school, far, world.member(school, given_name="Tom"),
+                world.member(far, given_name="Fay"),
+                world.member(council, Role.LOCAL_AUTHORITY_TEAM, given_name="Lara"))
+
+
+def test_the_team_unlocks_and_sponsors_in_its_areas_school_but_not_elsewhere(
+    app: Flask, container: Container, clock: FrozenClock, area: Area
+) -> None:
+    teacher, far_teacher, team = area.teacher, area.far_teacher, area.team
     set_lock(container, teacher, permanent=True)
     set_lock(container, far_teacher, permanent=True)
     browser = _browser(app, container, clock, team)
@@ -130,6 +147,9 @@ def test_a_platform_admin_gives_a_reason_for_every_token_act(
         refused = browser.submit(path, data)
         assert refused.status_code == 400 and "Enter the reason" in text_of(refused)
     assert state_of(container, token) is TokenState.ASSIGNED
+    with container.unit() as unit, pytest.raises(InvalidInput) as raised:
+        unit.inventory.resync(world.principal(platform), token.id, "123456", "654321")
+    assert raised.value.problems[0].field == "reason"
     assert browser.submit(f"{detail}/lost", {"what": "lost", "reason": "left on a train"}
                           ).status_code == 302
     assert browser.submit(f"{detail}/returned", {"reason": "found and handed in"}
@@ -158,17 +178,12 @@ def test_an_organisation_admin_may_leave_the_reason_out_of_a_token_act(
 
 
 def test_the_team_manages_its_areas_tokens_and_nobody_elses(
-    app: Flask, container: Container, clock: FrozenClock, world: World
+    container: Container, world: World, area: Area
 ) -> None:
-    council = world.organisation("Northshire County Council")
-    school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
-                                registration_authority=council)
-    far = world.organisation("Southshire Academy", OrganisationKind.SCHOOL)
-    teacher = world.member(school, given_name="Tom")
-    far_teacher = world.member(far, given_name="Fay")
+    school, far, teacher, far_teacher = area.school, area.far, area.teacher, area.far_teacher
     [ours] = stock(world, school, ["AREA01"])
     [theirs] = stock(world, far, ["FAR001"])
-    team = world.principal(world.member(council, Role.LOCAL_AUTHORITY_TEAM, given_name="Lara"))
+    team = world.principal(area.team)
     hardware = frozenset({Factor.HARDWARE_TOKEN})
     with container.unit() as unit:
         # Refusals first: another council's school, its token, its people, its policy.
