@@ -52,6 +52,15 @@ def given_reason(reason: str) -> str:
     return cleaned
 
 
+def reason_from(actor: Principal, reason: str | None) -> str | None:
+    """The reason for an act whose reason is optional for organisation admins:
+    a platform admin acts anywhere, so every act of theirs must say why (issue 5);
+    others may say why, and what they say is checked the same way."""
+    if actor.is_platform_admin or (reason and reason.strip()):
+        return given_reason(reason or "")
+    return None
+
+
 def current_position_filter(today: date) -> list[ColumnElement[bool]]:
     return [Position.starts_on <= today, Position.ends_on.is_(None) | (Position.ends_on >= today)]
 

@@ -1,9 +1,11 @@
 """Delegated administration: who may act on whose people, and the acts themselves.
 
 Organisation admins act only inside their own organisation; a local authority
-team acts inside its own local authority, and may also close accounts there;
-platform admins act anywhere. Nobody acts on their own account, and nobody
-approves a position or role change they asked for or that is their own.
+team acts inside its own local authority and the organisations it is the
+registration authority of, and may also close accounts there; platform admins
+act anywhere (`directory.service.administers` is that rule). Nobody acts on
+their own account, and nobody approves a position or role change they asked
+for or that is their own.
 Every act carries the reason its actor gives and is audited; every refusal is
 audited too, and kept although the request that caused it fails.
 
@@ -42,7 +44,15 @@ from directory.models import (
     PositionRequestState,
     Role,
 )
-from directory.service import DirectoryService, Principal, access_blockers, fold_username
+from directory.service import (
+    ADMINISTERING,
+    DirectoryService,
+    Principal,
+    access_blockers,
+    administered_clause,
+    administers,
+    fold_username,
+)
 
 T = TypeVar("T")
 
@@ -63,23 +73,17 @@ class Act(enum.StrEnum):
     READ_AUDIT = "read_audit"
 
 
-ADMIN_ROLES = frozenset({Role.ORGANISATION_ADMIN, Role.LOCAL_AUTHORITY_TEAM})
+ADMIN_ROLES = ADMINISTERING
 # Closing an account is the local authority team's (DOMAIN.md), not a sponsor's.
 ROLES_FOR: dict[Act, frozenset[Role]] = {act: ADMIN_ROLES for act in Act} | {
     Act.CLOSE: frozenset({Role.LOCAL_AUTHORITY_TEAM}),
 }
 
 
-def organisations_for(actor: Principal, act: Act) -> frozenset[int] | None:
-    """The organisations in which the actor may do `act`; None means all of them."""
-    if actor.is_platform_admin:
-        return None
-    return frozenset(g.organisation_id for g in actor.grants if g.role in ROLES_FOR[act])
-
-
-def may(actor: Principal, act: Act, organisation_id: int) -> bool:
-    scope = organisations_for(actor, act)
-    return scope is None or organisation_id in scope
+def may(actor: Principal, act: Act, organisation: Organisation) -> bool:
+    """Whether the actor may do `act` in the organisation: `administers`, with the
+    roles that `act` asks for."""
+    return administers(actor, organisation, ROLES_FOR[act])
 
 
 @dataclass(frozen=True)
@@ -102,7 +106,7 @@ class Page(Generic[T]):
         return self.number > 1
 
 
-def _page_bounds(page: int, per_page: int) -> tuple[int, int]:
+def page_bounds(page: int, per_page: int) -> tuple[int, int]:
     if page < 1:
         raise InvalidInput(FieldProblem("page", "The page number must be 1 or more"))
     if not 1 <= per_page <= PER_PAGE_MAX:
@@ -162,21 +166,35 @@ class AdministrationService:
         self.session.commit()
         return NotAllowed(message)
 
+    def _require_a_person(self, actor: Principal, act: Act, organisation_id: int) -> None:
+        """Positions are asked for and decided by people, each of whom is on the
+        record: an application acting for itself (person id 0) cannot be the second
+        pair of eyes, nor be held to separation of duties."""
+        if not actor.person_id:
+            raise self._refuse(
+                actor,
+                act,
+                subject_type="organisation",
+                subject_id=organisation_id,
+                why="not a person",
+                message="A person must do this, not an application",
+            )
+
     # -- organisations -------------------------------------------------------------
 
     def organisations(self, actor: Principal) -> list[Organisation]:
         """The organisations whose people this actor administers."""
-        scope = organisations_for(actor, Act.LIST_PEOPLE)
+        clause = administered_clause(actor, ROLES_FOR[Act.LIST_PEOPLE])
         stmt = select(Organisation).order_by(Organisation.name)
-        if scope is not None:
-            stmt = stmt.where(Organisation.id.in_(scope))
+        if clause is not None:
+            stmt = stmt.where(clause)
         return list(self.session.scalars(stmt))
 
     def organisation_for(self, actor: Principal, act: Act, organisation_id: int) -> Organisation:
         """The organisation, if the actor may do `act` in it; refused alike whether
         it exists or not, so ids reveal nothing."""
         org = self.session.get(Organisation, organisation_id)
-        if org is None or not may(actor, act, organisation_id):
+        if org is None or not may(actor, act, org):
             raise self._refuse(actor, act, subject_type="organisation", subject_id=organisation_id)
         return org
 
@@ -194,7 +212,7 @@ class AdministrationService:
         """The people with a current position in the organisation, by name, a page
         at a time; `query` narrows to those whose names, username or email begin
         with each of its words."""
-        page, per_page = _page_bounds(page, per_page)
+        page, per_page = page_bounds(page, per_page)
         self.organisation_for(actor, Act.LIST_PEOPLE, organisation_id)
         today = self.clock.today()
         current = [Position.organisation_id == organisation_id, *current_position_filter(today)]
@@ -228,21 +246,22 @@ class AdministrationService:
         items = [rows[i] for i in ids]
         return Page(items, total, page, per_page)
 
-    def _may_act_on(self, actor: Principal, act: Act, person: Person) -> bool:
+    def may_act_on(self, actor: Principal, act: Act, person: Person) -> bool:
+        """Whether the actor may do `act` to the person: never to themselves, and only
+        through a current position of theirs in an organisation the actor administers."""
         if actor.person_id == person.id:
             return False
-        scope = organisations_for(actor, act)
-        if scope is None:
-            return True
         today = self.clock.today()
-        return any(p.organisation_id in scope for p in person.positions if p.current_on(today))
+        return any(
+            may(actor, act, p.organisation) for p in person.positions if p.current_on(today)
+        )
 
     def person_for(self, actor: Principal, act: Act, person_id: int) -> Person:
         """A person the actor may do `act` to: never themselves, only someone with a
         current position in an organisation where they may do it (anyone, for a
         platform admin). To anyone else, refused alike whether the id exists."""
         person = self.session.get(Person, person_id)
-        if person is None or not self._may_act_on(actor, act, person):
+        if person is None or not self.may_act_on(actor, act, person):
             message = (
                 "You cannot do that to your own account"
                 if person is not None and person.id == actor.person_id
@@ -300,17 +319,6 @@ class AdministrationService:
         self.access.end_all_for(person, "account closed")
         return person
 
-    def note_reason(self, actor: Principal, act: str, person_id: int, reason: str) -> None:
-        """The reason for an act whose own service takes none (unlocking, a reset
-        letter), put on the audit trail beside it."""
-        why = given_reason(reason)
-        self.audit.record(
-            "admin:reason",
-            subject_type="person",
-            subject_id=person_id,
-            detail={"act": act, "reason": why},
-        )
-
     # -- positions ------------------------------------------------------------------------
 
     def position_for(self, actor: Principal, position_id: int) -> Position:
@@ -319,7 +327,7 @@ class AdministrationService:
         position = self.session.get(Position, position_id)
         if (
             position is None
-            or not may(actor, Act.END_POSITION, position.organisation_id)
+            or not may(actor, Act.END_POSITION, position.organisation)
             or position.person_id == actor.person_id
         ):
             raise self._refuse(
@@ -362,6 +370,7 @@ class AdministrationService:
         another organisation, or a new role. No new vetting while their clearance
         and training are valid; a second person approves."""
         org = self.organisation_for(actor, Act.REQUEST_POSITION, organisation_id)
+        self._require_a_person(actor, Act.REQUEST_POSITION, org.id)
         why = given_reason(reason)
         person = self.directory.person_by_username(username)
         if person is None:
@@ -433,7 +442,7 @@ class AdministrationService:
 
     def position_request_for(self, actor: Principal, request_id: int) -> PositionRequest:
         request = self.session.get(PositionRequest, request_id)
-        if request is None or not may(actor, Act.DECIDE_POSITION, request.organisation_id):
+        if request is None or not may(actor, Act.DECIDE_POSITION, request.organisation):
             raise UnknownPositionRequest()
         return request
 
@@ -442,10 +451,11 @@ class AdministrationService:
     ) -> PositionRequest:
         """Approve or refuse, by someone who neither asked nor is the subject."""
         request = self.session.get(PositionRequest, request_id)
-        if request is None or not may(actor, Act.DECIDE_POSITION, request.organisation_id):
+        if request is None or not may(actor, Act.DECIDE_POSITION, request.organisation):
             raise self._refuse(
                 actor, Act.DECIDE_POSITION, subject_type="position_request", subject_id=request_id
             )
+        self._require_a_person(actor, Act.DECIDE_POSITION, request.organisation_id)
         if actor.person_id in (request.requested_by_id, request.person_id):
             raise self._refuse(
                 actor,
@@ -495,7 +505,7 @@ class AdministrationService:
         self, actor: Principal, organisation_id: int, *, page: int = 1, per_page: int = 50
     ) -> Page[AuditEntry]:
         """The organisation's audit entries, newest first; reading it is itself audited."""
-        page, per_page = _page_bounds(page, per_page)
+        page, per_page = page_bounds(page, per_page)
         self.organisation_for(actor, Act.READ_AUDIT, organisation_id)
         where = AuditEntry.organisation_id == organisation_id
         total = int(

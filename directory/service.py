@@ -155,15 +155,54 @@ def usable_clause(today: date | ColumnElement[date]) -> ColumnElement[bool]:
     )
 
 
+ADMINISTERING = frozenset({Role.ORGANISATION_ADMIN, Role.LOCAL_AUTHORITY_TEAM})
+
+
+def administers(
+    actor: Principal, organisation: Organisation, roles: frozenset[Role] = ADMINISTERING
+) -> bool:
+    """Whether the actor administers the organisation's people, holding one of `roles`.
+
+    The one rule of delegated administration: an organisation admin acts in their
+    own organisation; a local authority team in its own authority and in every
+    organisation whose registration authority that is (DOMAIN.md: the team
+    creates, suspends and closes accounts in its area, and issue 5 gives it what an
+    organisation admin has there); a platform admin everywhere."""
+    if actor.is_platform_admin:
+        return True
+    if any(g.role in roles and g.organisation_id == organisation.id for g in actor.grants):
+        return True
+    return (
+        Role.LOCAL_AUTHORITY_TEAM in roles
+        and organisation.registration_authority_id is not None
+        and organisation.registration_authority_id
+        in actor.organisations_with(Role.LOCAL_AUTHORITY_TEAM)
+    )
+
+
+def administered_clause(
+    actor: Principal, roles: frozenset[Role] = ADMINISTERING
+) -> ColumnElement[bool] | None:
+    """`administers` as SQL over Organisation, for lists; None means every organisation."""
+    if actor.is_platform_admin:
+        return None
+    held = {g.organisation_id for g in actor.grants if g.role in roles}
+    clause: ColumnElement[bool] = Organisation.id.in_(held)
+    teams = actor.organisations_with(Role.LOCAL_AUTHORITY_TEAM)
+    if Role.LOCAL_AUTHORITY_TEAM in roles and teams:
+        clause = clause | Organisation.registration_authority_id.in_(teams)
+    return clause
+
+
 def require_admin_over(actor: Principal, person: Person, today: date) -> None:
-    """Admins act on people with a position in their organisation; never on themselves
-    (separation of duties), except platform admins, who may act on anyone else."""
+    """Admins act on people with a current position in an organisation they
+    administer (`administers`); never on themselves (separation of duties), and
+    platform admins on anyone else."""
     if actor.person_id == person.id:
         raise NotAllowed("You cannot do that to your own account")
-    if actor.is_platform_admin:
-        return
-    admin_of = actor.organisations_with(Role.ORGANISATION_ADMIN)
-    if not any(p.organisation_id in admin_of for p in person.positions if p.current_on(today)):
+    if not any(
+        administers(actor, p.organisation) for p in person.positions if p.current_on(today)
+    ):
         raise NotAllowed()
 
 
@@ -318,22 +357,49 @@ class DirectoryService:
             tag,
             subject_type="person",
             subject_id=person.id,
-            organisation_id=_home_organisation(person.positions),
+            organisation_id=home_organisation(person, self.clock.today()),
             detail={"from": previous.value, "to": status.value, "reason": reason},
         )
 
     def end_all_sessions(self, person: Person) -> None:
         person.security_epoch += 1
 
+    def administers(self, actor: Principal, organisation_id: int | None) -> bool:
+        """`administers` for an organisation known by its id (False if there is none)."""
+        if actor.is_platform_admin:
+            return True
+        org = self.session.get(Organisation, organisation_id) if organisation_id else None
+        return org is not None and administers(actor, org)
+
+    def administered_organisations(self, actor: Principal) -> list[Organisation]:
+        """The organisations the actor administers through their own positions, for a
+        page to choose from. A platform admin may act anywhere, but is offered only
+        these: a list of every organisation in the country helps nobody."""
+        own = Principal(
+            actor.person_id,
+            actor.username,
+            tuple(g for g in actor.grants if g.role is not Role.PLATFORM_ADMIN),
+        )
+        clause = administered_clause(own)
+        assert clause is not None  # without the platform grant, never everything
+        return list(
+            self.session.scalars(select(Organisation).where(clause).order_by(Organisation.name))
+        )
+
     def people_administered_by(self, actor: Principal, today: date) -> list[Person]:
         """People with a current position in an organisation the actor administers."""
-        stmt = select(Person).join(Position).order_by(Person.family_name, Person.given_name)
-        if not actor.is_platform_admin:
-            admin_of = actor.organisations_with(Role.ORGANISATION_ADMIN)
-            if not admin_of:
+        stmt = (
+            select(Person)
+            .join(Position)
+            .join(Organisation, Organisation.id == Position.organisation_id)
+            .order_by(Person.family_name, Person.given_name)
+        )
+        clause = administered_clause(actor)
+        if clause is not None:
+            if not any(g.role in ADMINISTERING for g in actor.grants):
                 raise NotAllowed()
             stmt = stmt.where(
-                Position.organisation_id.in_(admin_of),
+                clause,
                 Position.starts_on <= today,
                 (Position.ends_on.is_(None)) | (Position.ends_on >= today),
             )
@@ -347,7 +413,9 @@ class DirectoryService:
         return int(self.session.scalar(select(func.count()).select_from(Person)) or 0)
 
 
-def _home_organisation(positions: Iterable[Position]) -> int | None:
-    for position in positions:
-        return position.organisation_id
-    return None
+def home_organisation(person: Person, today: date) -> int | None:
+    """The organisation an entry about the person is filed under, so that it shows
+    on that organisation's audit trail: the first current position's, else the
+    first position's of any date."""
+    chosen = [p for p in person.positions if p.current_on(today)] or person.positions
+    return chosen[0].organisation_id if chosen else None

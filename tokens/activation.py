@@ -20,7 +20,7 @@ from core.errors import Conflict, FieldProblem, InvalidInput
 from core.settings import Settings
 from core.shared_state import SharedState
 from directory.models import Person, PersonStatus
-from directory.service import DirectoryService, access_blockers
+from directory.service import DirectoryService, access_blockers, home_organisation
 from tokens.codes import LetterCodes
 from tokens.credentials import store_password, store_pin
 from tokens.errors import ActivationFailed, FlowExpired, TooManyAttempts
@@ -82,6 +82,7 @@ class ActivationService:
                 "failure",
                 subject_type="person" if person else None,
                 subject_id=person.id if person else None,
+                organisation_id=home_organisation(person, self.clock.today()) if person else None,
             )
             self.session.commit()
             raise ActivationFailed()
@@ -103,6 +104,7 @@ class ActivationService:
             "activation:code:success",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             actor_id=person.id,
             actor_label=person.username,
         )
@@ -148,6 +150,7 @@ class ActivationService:
             "activation:password:set",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             actor_id=person.id,
             actor_label=person.username,
         )
@@ -205,7 +208,11 @@ class ActivationService:
         token = next((t for t in assigned if self.otp.verify(t, code)), None)
         if token is None:
             self.audit.record(
-                "activation:token:failure", "failure", subject_type="person", subject_id=person.id
+                "activation:token:failure",
+                "failure",
+                subject_type="person",
+                subject_id=person.id,
+                organisation_id=home_organisation(person, self.clock.today()),
             )
             self.session.commit()
             raise InvalidInput(
@@ -223,6 +230,7 @@ class ActivationService:
             "activation:token:confirmed",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             detail={"token": token.serial},
         )
         self.session.commit()
@@ -240,6 +248,7 @@ class ActivationService:
             "activation:completed",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             actor_id=person.id,
             actor_label=person.username,
             detail={"blockers": blockers},

@@ -19,6 +19,7 @@ from core.clock import Clock
 from core.settings import Settings
 from core.shared_state import SharedState
 from directory.models import Person
+from directory.service import home_organisation
 from tokens.errors import TooManyAttempts
 from tokens.models import SignInGuard
 
@@ -84,6 +85,7 @@ class Attempts:
             "failure",
             subject_type="person" if person else None,
             subject_id=person.id if person else None,
+            organisation_id=home_organisation(person, self.clock.today()) if person else None,
             detail=detail,
             actor_id=person.id if person else None,
             actor_label=person.username if person else None,
@@ -105,6 +107,7 @@ class Attempts:
                 "signin:lockout:permanent",
                 subject_type="person",
                 subject_id=person.id,
+                organisation_id=home_organisation(person, self.clock.today()),
                 detail={"consecutive_failures": guard.consecutive_failures},
             )
         elif guard.consecutive_failures >= rules.lockout_threshold and not is_locked(guard, now):
@@ -115,6 +118,7 @@ class Attempts:
                 "signin:lockout",
                 subject_type="person",
                 subject_id=person.id,
+                organisation_id=home_organisation(person, self.clock.today()),
                 detail={"minutes": minutes, "consecutive_failures": guard.consecutive_failures},
             )
 

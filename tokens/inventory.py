@@ -40,7 +40,8 @@ from sqlalchemy.orm import Session
 from core.audit import Auditor
 from core.clock import Clock
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
-from directory.models import Organisation, Person, Role
+from directory.accreditation import reason_from
+from directory.models import Organisation, Person
 from directory.service import DirectoryService, Principal, access_blockers, require_admin_over
 from tokens.attempts import Attempts, Client
 from tokens.errors import SignInFailed
@@ -100,6 +101,13 @@ def _b32(secret: bytes) -> str:
     return base64.b32encode(secret).decode("ascii").rstrip("=")
 
 
+def _why(actor: Principal, reason: str | None) -> dict[str, str]:
+    """The reason for a token act, as detail for its event and audit entry: a
+    platform admin must give one, anyone else may (`reason_from`)."""
+    why = reason_from(actor, reason)
+    return {"reason": why} if why else {}
+
+
 @dataclass
 class InventoryService:
     session: Session
@@ -113,12 +121,10 @@ class InventoryService:
 
     # -- authority ------------------------------------------------------------
 
-    @staticmethod
-    def _administers(actor: Principal, organisation_id: int | None) -> bool:
-        return actor.is_platform_admin or (
-            organisation_id is not None
-            and actor.has_role(Role.ORGANISATION_ADMIN, organisation_id)
-        )
+    def _administers(self, actor: Principal, organisation_id: int | None) -> bool:
+        """Whoever administers the organisation's people manages its tokens
+        (`directory.service.administers`: its admins, its area's team)."""
+        return self.directory.administers(actor, organisation_id)
 
     def _require_admin_of(self, actor: Principal, organisation_id: int | None) -> None:
         if not self._administers(actor, organisation_id):
@@ -326,11 +332,14 @@ class InventoryService:
 
     # -- assignment and activation -----------------------------------------------
 
-    def assign(self, actor: Principal, serial: str, person: Person) -> OtpToken:
+    def assign(
+        self, actor: Principal, serial: str, person: Person, reason: str | None = None
+    ) -> OtpToken:
         """Give an in-stock (or returned) token to a person of its organisation."""
         token = self.token_by_serial(actor, serial)
         self._require_admin_of(actor, token.organisation_id)
         require_admin_over(actor, person, self.clock.today())
+        why = _why(actor, reason)
         if token.state not in (TokenState.IN_STOCK, TokenState.RETURNED):
             state = token.state.value.replace("_", " ")
             raise TokenStateConflict(f"Token {token.serial} is {state}, not in stock")
@@ -342,8 +351,8 @@ class InventoryService:
             raise NotAllowed("The token belongs to another organisation than the person's")
         token.state = TokenState.ASSIGNED
         token.person_id = person.id
-        self._event(token, "assigned", actor)
-        self._audit("token:assigned", token)
+        self._event(token, "assigned", actor, **why)
+        self._audit("token:assigned", token, **why)
         self.session.flush()
         return token
 
@@ -438,7 +447,9 @@ class InventoryService:
             require_admin_over(actor, person, self.clock.today())
         return person
 
-    def resync(self, actor: Principal, token_id: int, first: str, second: str) -> OtpToken:
+    def resync(
+        self, actor: Principal, token_id: int, first: str, second: str, reason: str | None = None
+    ) -> OtpToken:
         """Bring a token that drifted back in step, from two consecutive codes.
 
         HOTP: the two codes must be consecutive counters within a look-ahead of
@@ -448,6 +459,7 @@ class InventoryService:
         be used to sign in afterwards."""
         token = self.token(actor, token_id)
         self._require_holder_or_admin(actor, token)
+        why = _why(actor, reason)
         if token.state not in (TokenState.ASSIGNED, TokenState.ACTIVE):
             raise TokenStateConflict()
         first, second = ("".join(c.split()) for c in (first, second))
@@ -490,20 +502,23 @@ class InventoryService:
             token.drift_steps = found - int(self.clock.now().timestamp()) // token.period_seconds
             token.last_step = found
         after = {"last_step": token.last_step, "drift_steps": token.drift_steps}
-        self._event(token, "resynced", actor, before=before, after=after)
-        self._audit("token:resynced", token, before=before, after=after)
+        self._event(token, "resynced", actor, before=before, after=after, **why)
+        self._audit("token:resynced", token, before=before, after=after, **why)
         self.session.flush()
         return token
 
     # -- loss -----------------------------------------------------------------
 
-    def mark_returned(self, actor: Principal, token_id: int) -> OtpToken:
+    def mark_returned(
+        self, actor: Principal, token_id: int, reason: str | None = None
+    ) -> OtpToken:
         """A token handed back (its holder left, or changed to another kind) goes
         back into circulation: it no longer signs its holder in, and can be
         assigned again. Only an admin of the token's organisation records this,
         with the token in hand; a lost one that turns up counts too."""
         token = self.token(actor, token_id)
         self._require_admin_of(actor, token.organisation_id)
+        why = _why(actor, reason)
         if token.state not in (TokenState.ASSIGNED, TokenState.ACTIVE, TokenState.LOST):
             state = token.state.value.replace("_", " ")
             raise TokenStateConflict(f"Token {token.serial} is {state}: it cannot be returned")
@@ -511,18 +526,22 @@ class InventoryService:
         was_active = token.state is TokenState.ACTIVE
         token.state = TokenState.RETURNED
         token.person_id = None
-        self._event(token, "returned", actor, former_holder=holder.id if holder else None)
-        self._audit("token:returned", token, former_holder=holder.id if holder else None)
+        former = holder.id if holder else None
+        self._event(token, "returned", actor, former_holder=former, **why)
+        self._audit("token:returned", token, former_holder=former, **why)
         if holder is not None and was_active:
             # The sessions it opened end with it, as for a lost token.
             self.sessions.end_all_for(holder, f"token {token.serial} returned")
         self.session.flush()
         return token
 
-    def report_lost(self, actor: Principal, token_id: int, *, stolen: bool = False) -> OtpToken:
+    def report_lost(
+        self, actor: Principal, token_id: int, *, stolen: bool = False, reason: str | None = None
+    ) -> OtpToken:
         """Take a token out of use at once; its holder's sessions end with it."""
         token = self.token(actor, token_id)
         person = self._require_holder_or_admin(actor, token)
+        why = _why(actor, reason)
         allowed = {TokenState.IN_STOCK, TokenState.ASSIGNED, TokenState.ACTIVE}
         if stolen:
             allowed.add(TokenState.LOST)
@@ -530,8 +549,8 @@ class InventoryService:
             raise TokenStateConflict()
         token.state = TokenState.REVOKED if stolen else TokenState.LOST
         event = "revoked" if stolen else "lost"
-        self._event(token, event, actor, reported_stolen=stolen)
-        self._audit(f"token:{event}", token, reported_stolen=stolen)
+        self._event(token, event, actor, reported_stolen=stolen, **why)
+        self._audit(f"token:{event}", token, reported_stolen=stolen, **why)
         if person is not None:
             self.sessions.end_all_for(person, f"token {token.serial} reported {event}")
         self.session.flush()

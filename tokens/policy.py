@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from core.audit import Auditor
 from core.errors import FieldProblem, InvalidInput, NotAllowed
-from directory.models import Person, Role
-from directory.service import Principal, current_positions
+from directory.models import Organisation, Person
+from directory.service import Principal, administers, current_positions
 from tokens.models import AuthenticatorPolicy, TokenForm
 
 ATTESTATIONS = ("none", "direct")
@@ -116,9 +116,8 @@ class PolicyService:
         attestation: str,
         user_verification: str,
     ) -> EffectivePolicy:
-        if not (
-            actor.is_platform_admin or actor.has_role(Role.ORGANISATION_ADMIN, organisation_id)
-        ):
+        org = self.session.get(Organisation, organisation_id)
+        if org is None or not administers(actor, org):
             raise NotAllowed()
         problems = []
         if attestation not in ATTESTATIONS:

@@ -41,9 +41,16 @@ from core.crypto import SecretDigester, new_token
 from core.errors import Conflict, DomainError, NotAllowed
 from core.outbox import Outbox
 from core.settings import Settings
+from directory.accreditation import reason_from
 from directory.errors import UnknownPerson
-from directory.models import Person, PersonStatus, Role
-from directory.service import DirectoryService, Principal, access_blockers, require_admin_over
+from directory.models import Person, PersonStatus
+from directory.service import (
+    DirectoryService,
+    Principal,
+    access_blockers,
+    home_organisation,
+    require_admin_over,
+)
 from tokens.attempts import Attempts, Client
 from tokens.codes import LetterCodes
 from tokens.credentials import store_password, store_pin
@@ -132,27 +139,13 @@ class ResetLetter:
 
 
 def may_request_reset(actor: Principal, person: Person, today: date) -> None:
-    """Who may send a reset letter: the person's organisation admins (and platform
-    admins), as for unlocking, and the local authority team of an organisation
-    where the person has a current position. Never anyone for themselves: a
-    reset for oneself would let one stolen factor replace another."""
+    """Who may send a reset letter: whoever administers the person (their
+    organisation admins, the local authority team of their area, platform admins),
+    as for unlocking. Never anyone for themselves: a reset for oneself would let
+    one stolen factor replace another."""
     if actor.person_id == person.id:
         raise NotAllowed("You cannot ask for a reset of your own account")
-    try:
-        require_admin_over(actor, person, today)
-        return
-    except NotAllowed:
-        pass
-    team_of = actor.organisations_with(Role.LOCAL_AUTHORITY_TEAM)
-    if any(p.organisation_id in team_of for p in person.positions if p.current_on(today)):
-        return
-    raise NotAllowed()
-
-
-def _home_organisation(person: Person, today: date) -> int | None:
-    """Where the letter is filed: the first current position's organisation."""
-    chosen = [p for p in person.positions if p.current_on(today)] or person.positions
-    return chosen[0].organisation_id if chosen else None
+    require_admin_over(actor, person, today)
 
 
 @dataclass
@@ -182,7 +175,9 @@ class ResetService:
         may_request_reset(actor, person, self.clock.today())
         return person
 
-    def request(self, actor: Principal, person_id: int, kind: ResetKind) -> ResetLetter:
+    def request(
+        self, actor: Principal, person_id: int, kind: ResetKind, reason: str | None = None
+    ) -> ResetLetter:
         """Revoke earlier codes for this purpose, write a new one in a letter.
 
         Commits: a refusal is audited and must stay audited although the
@@ -209,9 +204,10 @@ class ResetService:
                 f"{person.display_name}'s account is {person.status.value.replace('_', ' ')}: "
                 "a reset letter would not work"
             )
+        why = reason_from(actor, reason)
         code = self.codes.issue(person.id, journey.purpose, timedelta(days=RESET_CODE_DAYS))
         expires_on = today + timedelta(days=RESET_CODE_DAYS)
-        organisation_id = _home_organisation(person, today)
+        organisation_id = home_organisation(person, today)
         service = self.settings.service
         letter = self.outbox.post(
             kind=journey.letter_kind,
@@ -238,7 +234,11 @@ class ResetService:
             organisation_id=organisation_id,
             actor_id=actor.person_id or None,
             actor_label=actor.username,
-            detail={"letter": letter.id, "expires_on": expires_on.isoformat()},
+            detail={
+                "letter": letter.id,
+                "expires_on": expires_on.isoformat(),
+                **({"reason": why} if why else {}),
+            },
         )
         self.session.commit()
         return ResetLetter(person, kind, letter.id, expires_on)
@@ -341,6 +341,7 @@ class ResetService:
             f"reset:{kind.value}:proven",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             actor_id=person.id,
             actor_label=person.username,
         )
@@ -367,6 +368,7 @@ class ResetService:
             "reset:pin:password:success",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             actor_id=person.id,
             actor_label=person.username,
         )
@@ -411,6 +413,7 @@ class ResetService:
             "reset:pin:completed",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             actor_id=person.id,
             actor_label=person.username,
         )
@@ -461,6 +464,7 @@ class ResetService:
             "reset:password:completed",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             actor_id=person.id,
             actor_label=person.username,
         )

@@ -23,7 +23,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import SecretDigester, new_token
+from core.errors import NotAllowed
 from core.settings import Settings
+from directory.accreditation import reason_from
 from directory.models import (
     Accreditation,
     Organisation,
@@ -37,6 +39,7 @@ from directory.service import (
     Principal,
     blockers_for,
     fold_username,
+    home_organisation,
     require_admin_over,
 )
 from tokens.assurance import (
@@ -717,15 +720,37 @@ class SignInService:
 
     # -- administration --------------------------------------------------------
 
-    def unlock(self, actor: Principal, person: Person) -> None:
-        """Organisation admins unlock their own people; platform admins anyone."""
-        require_admin_over(actor, person, self.clock.now().date())
+    def unlock(self, actor: Principal, person: Person, reason: str | None = None) -> None:
+        """Whoever administers the person unlocks them (`require_admin_over`);
+        a platform admin says why (`reason_from`)."""
+        try:
+            require_admin_over(actor, person, self.clock.now().date())
+        except NotAllowed:
+            # Kept although the request fails, as every refusal to an administrator is.
+            self.audit.record(
+                "signin:unlock:refused",
+                "refused",
+                subject_type="person",
+                subject_id=person.id,
+                actor_id=actor.person_id or None,
+                actor_label=actor.username,
+                detail={"reason": "not allowed"},
+            )
+            self.session.commit()
+            raise
+        why = reason_from(actor, reason)
         guard = guard_for(self.session, person.id)
         guard.consecutive_failures = 0
         guard.lock_count = 0
         guard.locked_until = None
         guard.locked_permanently = False  # only an admin lifts this one
-        self.audit.record("signin:unlocked", subject_type="person", subject_id=person.id)
+        self.audit.record(
+            "signin:unlocked",
+            subject_type="person",
+            subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
+            detail={"reason": why} if why else None,
+        )
 
     def lock_states(self, person_ids: list[int]) -> dict[int, str]:
         """How each person's sign-in stands, in words an administrator reads."""

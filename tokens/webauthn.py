@@ -46,7 +46,7 @@ from core.crypto import SecretDigester, new_token
 from core.errors import DomainError, NotAllowed, NotFound
 from core.settings import Settings
 from directory.models import Person
-from directory.service import Principal, require_admin_over
+from directory.service import Principal, home_organisation, require_admin_over
 from tokens.models import Flow, SecurityKey
 from tokens.policy import EffectivePolicy, Factor, policy_for
 
@@ -181,6 +181,7 @@ class SecurityKeyService:
                 "refused",
                 subject_type="person",
                 subject_id=person.id,
+                organisation_id=home_organisation(person, self.clock.today()),
                 detail={"reason": "organisation policy forbids security keys"},
             )
             self.session.commit()
@@ -242,6 +243,7 @@ class SecurityKeyService:
             "failure",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             detail={"reason": reason},
         )
         self.session.commit()
@@ -298,6 +300,7 @@ class SecurityKeyService:
             "key:registered",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             detail={
                 "key_id": key.id,
                 "name": key.name,
@@ -320,6 +323,7 @@ class SecurityKeyService:
             "key:removed",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             detail={"key_id": key.id, "name": key.name},
         )
         return key
@@ -337,6 +341,7 @@ class SecurityKeyService:
             "key:revoked",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             detail={"key_id": key.id, "name": key.name, "reason": reason},
         )
         return key

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.audit import Auditor
@@ -23,8 +23,16 @@ from core.errors import FieldProblem, InvalidInput, NotAllowed
 from core.outbox import Outbox
 from core.settings import Settings
 from directory.accreditation import LAPSE_PREFIX
+from directory.administration import Page, page_bounds
 from directory.models import Organisation, Person, PersonStatus, Role
-from directory.service import DirectoryService, Principal, access_blockers
+from directory.service import (
+    DirectoryService,
+    Principal,
+    access_blockers,
+    administered_clause,
+    administers,
+    home_organisation,
+)
 from directory.services import home_postcode_key, normalise_postcode
 from tokens.activation import ActivationService
 from tokens.sessions import SessionService
@@ -141,7 +149,7 @@ class VettingService:
         authority = app.organisation.registration_authority_id or app.organisation_id
         return (
             actor.is_platform_admin
-            or actor.has_role(Role.ORGANISATION_ADMIN, app.organisation_id)
+            or administers(actor, app.organisation)
             or actor.has_role(Role.VETTING_OFFICER, authority)
         )
 
@@ -157,17 +165,62 @@ class VettingService:
         return self._is_officer_for_org(actor, app.organisation)
 
     def visible_applications(self, actor: Principal) -> list[Application]:
-        """Sponsors see their organisation's; officers those of organisations they
-        vet; platform admins all."""
-        sponsor_orgs = actor.organisations_with(Role.ORGANISATION_ADMIN)
+        """Sponsors see those of organisations they administer; officers those of
+        organisations they vet; platform admins all."""
         officer_orgs = actor.organisations_with(Role.VETTING_OFFICER)
         stmt = select(Application).join(Application.organisation).order_by(Application.id.desc())
-        if not actor.is_platform_admin:
+        sponsoring = administered_clause(actor)
+        if sponsoring is not None:
             stmt = stmt.where(
-                Application.organisation_id.in_(sponsor_orgs)
-                | Organisation.registration_authority_id.in_(officer_orgs)
+                sponsoring | Organisation.registration_authority_id.in_(officer_orgs)
             )
         return list(self.session.scalars(stmt))
+
+    def sponsoring_organisations(self, actor: Principal) -> list[Organisation]:
+        """The organisations the actor may sponsor in, for the form to choose from."""
+        return self.directory.administered_organisations(actor)
+
+    def applications_of(
+        self,
+        actor: Principal,
+        organisation_id: int,
+        *,
+        state: ApplicationState | None = None,
+        page: int = 1,
+        per_page: int = 50,
+    ) -> Page[Application]:
+        """An organisation's applications, newest first, for whoever administers
+        it; refused alike whether the organisation exists or not."""
+        page, per_page = page_bounds(page, per_page)
+        org = self.session.get(Organisation, organisation_id)
+        if org is None or not administers(actor, org):
+            self.audit.record(
+                "vetting:applications:refused",
+                "refused",
+                subject_type="organisation",
+                subject_id=organisation_id,
+                actor_id=actor.person_id or None,
+                actor_label=actor.username,
+                detail={"reason": "not an administrator of the organisation"},
+            )
+            self.session.commit()
+            raise NotAllowed()
+        where = [Application.organisation_id == org.id]
+        if state is not None:
+            where.append(Application.state == state)
+        total = int(
+            self.session.scalar(select(func.count()).select_from(Application).where(*where)) or 0
+        )
+        items = list(
+            self.session.scalars(
+                select(Application)
+                .where(*where)
+                .order_by(Application.id.desc())
+                .limit(per_page)
+                .offset((page - 1) * per_page)
+            )
+        )
+        return Page(items, total, page, per_page)
 
     # -- sponsor -------------------------------------------------------------
 
@@ -182,17 +235,19 @@ class VettingService:
         work_phone: str | None,
         role: Role,
     ) -> Application:
-        organisation = self.directory.organisation(organisation_id)
-        may_sponsor = actor.has_role(Role.ORGANISATION_ADMIN, organisation.id)
-        if not (may_sponsor or actor.is_platform_admin):
+        organisation = self.session.get(Organisation, organisation_id)
+        # Refused alike whether the organisation exists or not: ids reveal nothing.
+        if organisation is None or not administers(actor, organisation):
             self.audit.record(
                 "vetting:application:refused",
                 "refused",
-                organisation_id=organisation.id,
+                subject_type="organisation",
+                subject_id=organisation_id,
+                organisation_id=organisation.id if organisation else None,
                 detail={"reason": "sponsor is not an admin of the organisation"},
             )
             self.session.commit()
-            raise NotAllowed("You can only sponsor applications for your own organisation")
+            raise NotAllowed("You can only sponsor applications for organisations you administer")
         problems, work_email = _applicant_problems(given_name, family_name, work_email)
         if role is Role.PLATFORM_ADMIN and not actor.is_platform_admin:
             problems.append(
@@ -202,7 +257,7 @@ class VettingService:
             raise InvalidInput(problems)
         app = Application(
             organisation_id=organisation.id,
-            sponsor_id=actor.person_id,
+            sponsor_id=actor.person_id or None,  # None: an application's own token
             founding=False,
             role=role,
             given_name=given_name.strip(),
@@ -648,6 +703,7 @@ class VettingService:
             "vetting:clearance:renewed",
             subject_type="person",
             subject_id=person.id,
+            organisation_id=home_organisation(person, self.clock.today()),
             detail={"clearance_until": person.clearance_expires_on.isoformat()},
         )
         if (

@@ -931,7 +931,8 @@ class ChildrenService:
                      open_only: bool = False, limit: int = 200) -> list[StaffAlert]:
         """Alerts about the people who worked in the organisation when each was
         raised, for those who manage its staff, newest first."""
-        if not may(principal, Act.READ_AUDIT, organisation_id):
+        organisation = self.session.get(Organisation, organisation_id)
+        if organisation is None or not may(principal, Act.READ_AUDIT, organisation):
             raise NotAllowed()
         team = Organisation.__table__.alias("team")
         staff = select(Position.person_id).where(Position.organisation_id == organisation_id)

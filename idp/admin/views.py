@@ -10,15 +10,14 @@ Every destructive act has a confirmation page that asks for the reason.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from core.errors import Conflict, InvalidInput, NotAllowed
-from directory.administration import Act, may, organisations_for
+from directory.administration import Act, may
 from directory.models import Accreditation, Person, PositionRequestState, Role
-from directory.service import Principal, require_admin_over
+from directory.service import require_admin_over
 from idp import web
 from idp.admin.forms import DecisionForm, PositionRequestForm, ReasonForm
 from idp.forms import attach_problems
@@ -76,8 +75,6 @@ def organisation(organisation_id: int) -> str:
         page=page,
         query=query,
         locks=unit.signin.lock_states([p.id for p in page.items]),
-        may_sponsor=actor.has_role(Role.ORGANISATION_ADMIN, org.id) or actor.is_platform_admin,
-        may_tokens=actor.has_role(Role.ORGANISATION_ADMIN, org.id) or actor.is_platform_admin,
     )
 
 
@@ -105,17 +102,9 @@ def person(person_id: int) -> str:
         person=target,
         today=today,
         lock=unit.signin.lock_states([target.id]).get(target.id),
-        may_end={p.id for p in target.positions if may(actor, Act.END_POSITION, p.organisation_id)},
-        may_close=_may_person(actor, Act.CLOSE, target, today),
-        admin_of=admin_of,
+        may_end={p.id for p in target.positions if may(actor, Act.END_POSITION, p.organisation)},
+        may_close=unit.administration.may_act_on(actor, Act.CLOSE, target),
         links=links if admin_of and actor.person_id != target.id else [],
-    )
-
-
-def _may_person(actor: Principal, act: Act, target: Person, today: date) -> bool:
-    scope = organisations_for(actor, act)
-    return scope is None or any(
-        p.organisation_id in scope for p in target.positions if p.current_on(today)
     )
 
 
@@ -240,12 +229,10 @@ def unlock(person_id: int) -> Response | str | tuple[str, int]:
     actor = web.principal()
     unit = web.unit()
     target = unit.administration.person_for(actor, Act.SUSPEND, person_id)
-    # Unlocking is the organisation admins' (and platform admins'), as on /people.
     require_admin_over(actor, target, unit.clock.today())
 
     def act(reason: str) -> str:
-        unit.signin.unlock(actor, target)
-        unit.administration.note_reason(actor, "unlock", target.id, reason)
+        unit.signin.unlock(actor, target, reason)
         return f"{target.display_name} can sign in again"
 
     return _confirm(

@@ -10,7 +10,14 @@ from typing import Any
 
 from directory.accreditation import REASON_MAX
 from directory.administration import PER_PAGE_MAX
-from directory.models import Accreditation, OrganisationKind, PersonStatus, Role
+from directory.models import (
+    Accreditation,
+    OrganisationKind,
+    PersonStatus,
+    PositionRequestState,
+    Role,
+)
+from vetting.models import ApplicationState, Decision
 
 PAGE_MAX = 100_000
 ID_MAX = 2_147_483_647
@@ -24,6 +31,12 @@ REASON_PATTERN = (
 )
 
 JSON = "application/json"
+# Bounds of the sponsoring and mover bodies: the columns they are stored in.
+NAME_MAX = 100
+EMAIL_MAX = 254
+PHONE_MAX = 40
+USERNAME_MAX = 64
+DECISIONS = [PositionRequestState.APPROVED.value, PositionRequestState.REFUSED.value]
 PROBLEM = "application/problem+json"
 
 
@@ -57,8 +70,8 @@ def _ok(description: str, schema: str) -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": _ref("schemas", schema)}}}
 
 
-def _responses(ok: dict[str, Any], *problems: str) -> dict[str, Any]:
-    answers: dict[str, Any] = {"200": ok}
+def _responses(ok: dict[str, Any], *problems: str, success: str = "200") -> dict[str, Any]:
+    answers: dict[str, Any] = {success: ok}
     for status in ("400", "401", "403", *problems, "503"):
         answers[status] = _ref("responses", status)
     return dict(sorted(answers.items()))
@@ -233,6 +246,165 @@ def _schemas() -> dict[str, Any]:
                 "people_reinstated": {"type": "integer", "minimum": 0},
             }
         ),
+        **_delegation_schemas(),
+    }
+
+
+# -- delegated administration: sponsoring, movers, closing, unlocking, reset letters --
+
+
+def _text(most: int, description: str) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": most, "pattern": REASON_PATTERN,
+            "description": description}
+
+
+def _delegation_schemas() -> dict[str, Any]:
+    moment = _nullable("string", format="date-time")
+    roles = {"type": "string", "enum": [r.value for r in Role]}
+    return {
+        "Sponsorship": {
+            "type": "object",
+            "properties": {
+                "given_name": _text(NAME_MAX, "The applicant's first name."),
+                "family_name": _text(NAME_MAX, "The applicant's last name."),
+                "work_email": _text(EMAIL_MAX, "Their work email address."),
+                "work_phone": {**_text(PHONE_MAX, "Their work phone, if any."),
+                               "type": ["string", "null"]},
+                "role": roles,
+            },
+            "required": ["given_name", "family_name", "work_email", "role"],
+        },
+        "Application": _object(
+            {
+                "id": {"type": "integer"},
+                "organisation_id": {"type": "integer"},
+                "role": roles,
+                "given_name": {"type": "string"},
+                "family_name": {"type": "string"},
+                "work_email": {"type": "string"},
+                "work_phone": _nullable("string"),
+                "state": {"type": "string", "enum": [a.value for a in ApplicationState]},
+                "sponsor_id": _nullable("integer"),
+                "submitted_at": {"type": "string", "format": "date-time"},
+                "decision": {"type": ["string", "null"],
+                             "enum": [d.value for d in Decision] + [None]},
+                "decided_at": moment,
+                "person_id": _nullable("integer"),
+            }
+        ),
+        "ApplicationPage": _page_of("Application"),
+        "PositionAsked": {
+            "type": "object",
+            "properties": {
+                "username": _text(USERNAME_MAX, "The username of the person who moves."),
+                "role": roles,
+                "reason": _text(REASON_MAX, "Why; kept on the audit trail."),
+            },
+            "required": ["username", "role", "reason"],
+        },
+        "PositionDecision": {
+            "type": "object",
+            "properties": {
+                "decision": {"type": "string", "enum": DECISIONS},
+                "reason": _text(REASON_MAX, "Why; kept on the audit trail."),
+            },
+            "required": ["decision", "reason"],
+        },
+        "PositionRequest": _object(
+            {
+                "id": {"type": "integer"},
+                "person": _ref("schemas", "PersonSummary"),
+                "organisation_id": {"type": "integer"},
+                "role": roles,
+                "reason": {"type": "string"},
+                "state": {"type": "string", "enum": [s.value for s in PositionRequestState]},
+                "requested_by_id": {"type": "integer"},
+                "requested_at": {"type": "string", "format": "date-time"},
+                "decided_by_id": _nullable("integer"),
+                "decided_at": moment,
+                "position_id": _nullable("integer"),
+            }
+        ),
+        "PositionRequestPage": _page_of("PositionRequest"),
+        "ResetLetter": _object(
+            {
+                "person_id": {"type": "integer"},
+                "kind": {"type": "string", "enum": ["pin", "password"]},
+                "letter_id": {"type": "integer"},
+                "expires_on": {"type": "string", "format": "date"},
+            }
+        ),
+    }
+
+
+def _create(summary: str, operation_id: str, ok: dict[str, Any], parameter: dict[str, Any],
+            tag: str, body: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": [tag],
+        "parameters": [parameter],
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("schemas", body)}}},
+        "responses": _responses(ok, "404", "409", "413", success="201"),
+    }
+
+
+def _delegation_paths(organisation_id: dict[str, Any],
+                      person_id: dict[str, Any]) -> dict[str, Any]:
+    request_id = _id("request_id", "A position request's id.")
+    state = {
+        "name": "state",
+        "in": "query",
+        "required": False,
+        "description": "Only applications in this state.",
+        "schema": {"type": "string", "enum": [a.value for a in ApplicationState]},
+    }
+    applications = _read(
+        "The organisation's applications, newest first", "listApplications",
+        _ok("A page of applications", "ApplicationPage"), [organisation_id, state, *PAGING],
+        "applications", "404")
+    applications["post"] = _create(
+        "Sponsor a colleague: an application that then waits for vetting",
+        "sponsorApplication", _ok("The application, submitted", "Application"),
+        organisation_id, "applications", "Sponsorship")
+    asked = _read(
+        "Positions waiting for a decision in the organisation", "listPositionRequests",
+        _ok("A page of position requests", "PositionRequestPage"), [organisation_id, *PAGING],
+        "applications", "404")
+    asked["post"] = _create(
+        "Ask for a position for someone who already has an identity (a mover); "
+        "another administrator decides", "requestPosition",
+        _ok("The request, waiting", "PositionRequest"), organisation_id, "applications",
+        "PositionAsked")
+    decision = {
+        "post": {
+            "summary": "Approve or refuse a position request (never one's own, nor one "
+                       "one asked for)",
+            "operationId": "decidePosition",
+            "tags": ["applications"],
+            "parameters": [request_id],
+            "requestBody": {"required": True, "content": {JSON: {
+                "schema": _ref("schemas", "PositionDecision")}}},
+            "responses": _responses(_ok("The request, decided", "PositionRequest"),
+                                    "404", "409", "413"),
+        }
+    }
+    return {
+        "/organisations/{organisation_id}/applications": applications,
+        "/organisations/{organisation_id}/position-requests": asked,
+        "/position-requests/{request_id}/decision": decision,
+        "/people/{person_id}/closure": _act(
+            "Close the account for good (local authority teams and platform admins)",
+            "closePerson", _ok("The person, closed", "Person"), person_id, "people"),
+        "/people/{person_id}/unlock": _act(
+            "Lift a sign-in lockout", "unlockPerson",
+            _ok("The person, unlocked", "Person"), person_id, "people"),
+        "/people/{person_id}/pin-reset": _act(
+            "Send a PIN reset letter (to the outbox, for printing)", "requestPinReset",
+            _ok("The letter", "ResetLetter"), person_id, "people"),
+        "/people/{person_id}/password-reset": _act(
+            "Send a password reset letter (to the outbox, for printing)",
+            "requestPasswordReset", _ok("The letter", "ResetLetter"), person_id, "people"),
     }
 
 
@@ -322,7 +494,8 @@ def document() -> dict[str, Any]:
         },
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
-        "tags": [{"name": "organisations"}, {"name": "people"}, {"name": "meta"}],
+        "tags": [{"name": "organisations"}, {"name": "people"}, {"name": "applications"},
+                 {"name": "meta"}],
         "paths": {
             "/openapi.json": {
                 "get": {
@@ -371,6 +544,7 @@ def document() -> dict[str, Any]:
             "/positions/{position_id}/end": _act(
                 "End a position from today", "endPosition",
                 _ok("The position, ended", "Position"), position_id, "people"),
+            **_delegation_paths(organisation_id, person_id),
         },
         "components": _components(),
     }

@@ -22,13 +22,23 @@ from core.audit import AuditEntry
 from core.errors import DomainError, FieldProblem, InvalidInput, ServiceUnavailable
 from directory.accreditation import REASON_MAX, AccreditationChange
 from directory.administration import PER_PAGE_MAX, Act, Page
-from directory.models import Organisation, Person, Position
+from directory.models import (
+    Organisation,
+    Person,
+    Position,
+    PositionRequest,
+    PositionRequestState,
+    Role,
+)
+from directory.service import Principal
 from idp import web
 from idp.api import openapi
 from idp.api.auth import Caller, NotAnAdministrator, caller
 from idp.api.problems import domain_problem, problem
 from idp.app import status_for
 from idp.oidc.views import TokenRefused
+from tokens.resets import ResetKind
+from vetting.models import Application, ApplicationState
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -41,6 +51,11 @@ QUERY_MAX = 100
 TEXT = re.compile(openapi.TEXT_PATTERN)
 REASON = re.compile(openapi.REASON_PATTERN)
 DIGITS = re.compile(r"[0-9]{1,9}")
+NAME_MAX = openapi.NAME_MAX
+EMAIL_MAX = openapi.EMAIL_MAX
+PHONE_MAX = openapi.PHONE_MAX
+USERNAME_MAX = openapi.USERNAME_MAX
+DECISIONS = openapi.DECISIONS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -128,15 +143,19 @@ def operation(*query: str) -> Callable[[F], F]:
                 unit.commit()
                 return problem(403, "not_allowed", "You are not allowed to do that",
                                "This token's holder administers no organisation.")
-            unknown = sorted(set(request.args) - set(query))
-            if unknown:
-                raise InvalidInput([FieldProblem(name[:40], "This operation takes no such "
-                                                 "parameter") for name in unknown[:5]])
+            _only_query(*query)
             return view(who, *args, **kwargs)
 
         return wrapped  # type: ignore[return-value]
 
     return decorate
+
+
+def _only_query(*query: str) -> None:
+    unknown = sorted(set(request.args) - set(query))
+    if unknown:
+        raise InvalidInput([FieldProblem(name[:40], "This operation takes no such "
+                                         "parameter") for name in unknown[:5]])
 
 
 # -- input -------------------------------------------------------------------------
@@ -361,24 +380,26 @@ def person(who: Caller, person_id: int) -> Response:
     return jsonify(person_json(target, unit.clock.today()))
 
 
-@blueprint.post(f"/people/<{ID}:person_id>/suspension")
-@operation()
-def suspend_person(who: Caller, person_id: int) -> Response:
+def _person_act(act: Callable[[Principal, int, str], Person], who: Caller,
+                person_id: int) -> Response:
+    """One of the administration service's acts on a person, with the body's reason."""
     unit = web.unit()
-    target = unit.administration.suspend(who.principal, person_id, _reason())
+    target = act(who.principal, person_id, _reason())
     body = person_json(target, unit.clock.today())
     unit.commit()
     return jsonify(body)
+
+
+@blueprint.post(f"/people/<{ID}:person_id>/suspension")
+@operation()
+def suspend_person(who: Caller, person_id: int) -> Response:
+    return _person_act(web.unit().administration.suspend, who, person_id)
 
 
 @blueprint.post(f"/people/<{ID}:person_id>/reinstatement")
 @operation()
 def reinstate_person(who: Caller, person_id: int) -> Response:
-    unit = web.unit()
-    target = unit.administration.reinstate(who.principal, person_id, _reason())
-    body = person_json(target, unit.clock.today())
-    unit.commit()
-    return jsonify(body)
+    return _person_act(web.unit().administration.reinstate, who, person_id)
 
 
 @blueprint.post(f"/positions/<{ID}:position_id>/end")
@@ -389,3 +410,205 @@ def end_position(who: Caller, position_id: int) -> Response:
     body = position_json(position, unit.clock.today())
     unit.commit()
     return jsonify(body)
+
+
+# -- delegated administration: closing, unlocking, reset letters -----------------------
+
+
+@blueprint.post(f"/people/<{ID}:person_id>/closure")
+@operation()
+def close_person(who: Caller, person_id: int) -> Response:
+    return _person_act(web.unit().administration.close, who, person_id)
+
+
+@blueprint.post(f"/people/<{ID}:person_id>/unlock")
+@operation()
+def unlock_person(who: Caller, person_id: int) -> Response:
+    unit = web.unit()
+    reason = _reason()
+    target = unit.administration.person_for(who.principal, Act.LIST_PEOPLE, person_id)
+    unit.signin.unlock(who.principal, target, reason)
+    body = person_json(target, unit.clock.today())
+    unit.commit()
+    return jsonify(body)
+
+
+def _reset(who: Caller, person_id: int, kind: ResetKind) -> Response:
+    unit = web.unit()
+    sent = unit.resets.request(who.principal, person_id, kind, _reason())
+    return jsonify({
+        "person_id": sent.person.id,
+        "kind": sent.kind.value,
+        "letter_id": sent.letter_id,
+        "expires_on": _day(sent.expires_on),
+    })
+
+
+@blueprint.post(f"/people/<{ID}:person_id>/pin-reset")
+@operation()
+def pin_reset(who: Caller, person_id: int) -> Response:
+    return _reset(who, person_id, ResetKind.PIN)
+
+
+@blueprint.post(f"/people/<{ID}:person_id>/password-reset")
+@operation()
+def password_reset(who: Caller, person_id: int) -> Response:
+    return _reset(who, person_id, ResetKind.PASSWORD)
+
+
+# -- delegated administration: sponsoring and movers -----------------------------------
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not request.is_json or not isinstance(body, dict):
+        raise InvalidInput(FieldProblem("body", "Send a JSON object"))
+    return body
+
+
+def _field(body: dict[str, Any], name: str, most: int, *, required: bool = True,
+           nullable: bool = False) -> str | None:
+    """A string field checked exactly as the document states it."""
+    value = body.get(name)
+    if value is None and (nullable or (not required and name not in body)):
+        return None
+    if (not isinstance(value, str) or not 1 <= len(value) <= most
+            or not REASON.fullmatch(value)):
+        raise InvalidInput(FieldProblem(
+            name, f"Give {name.replace('_', ' ')}: up to {most} characters, not only spaces"))
+    return value
+
+
+def _choice(body: dict[str, Any], name: str, choices: Sequence[str]) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidInput(FieldProblem(name, f"Choose one of: {', '.join(choices)}"))
+    return value
+
+
+ROLES = [r.value for r in Role]
+
+
+def application_json(app: Application) -> dict[str, Any]:
+    return {
+        "id": app.id,
+        "organisation_id": app.organisation_id,
+        "role": app.role.value,
+        "given_name": app.given_name,
+        "family_name": app.family_name,
+        "work_email": app.work_email,
+        "work_phone": app.work_phone,
+        "state": app.state.value,
+        "sponsor_id": app.sponsor_id,
+        "submitted_at": _moment(app.submitted_at),
+        "decision": app.decision.value if app.decision else None,
+        "decided_at": _moment(app.decided_at),
+        "person_id": app.person_id,
+    }
+
+
+def position_request_json(asked: PositionRequest) -> dict[str, Any]:
+    return {
+        "id": asked.id,
+        "person": person_summary(asked.person),
+        "organisation_id": asked.organisation_id,
+        "role": asked.role.value,
+        "reason": asked.reason,
+        "state": asked.state.value,
+        "requested_by_id": asked.requested_by_id,
+        "requested_at": _moment(asked.requested_at),
+        "decided_by_id": asked.decided_by_id,
+        "decided_at": _moment(asked.decided_at),
+        "position_id": asked.position_id,
+    }
+
+
+@blueprint.route(f"/organisations/<{ID}:organisation_id>/applications", methods=["GET", "POST"])
+@operation("state", "page", "per_page")
+def applications(who: Caller, organisation_id: int) -> Response | tuple[Response, int]:
+    """One rule for both methods: with two, an id out of range would answer 405
+    (the path matched the other rule's pattern), which the document does not say."""
+    if request.method == "POST":
+        _only_query()
+        return sponsor(who, organisation_id)
+    return list_applications(who, organisation_id)
+
+
+def list_applications(who: Caller, organisation_id: int) -> Response:
+    number, per_page = _paging()
+    raw = request.args.get("state")
+    if raw is not None and raw not in {s.value for s in ApplicationState}:
+        raise InvalidInput(FieldProblem("state", "Choose one of: " + ", ".join(
+            s.value for s in ApplicationState)))
+    state = ApplicationState(raw) if raw else None
+    page = web.unit().vetting.applications_of(
+        who.principal, organisation_id, state=state, page=number, per_page=per_page)
+    return jsonify(page_json(page, [application_json(a) for a in page.items],
+                             state=raw or ""))
+
+
+def sponsor(who: Caller, organisation_id: int) -> tuple[Response, int]:
+    """Sponsor a colleague: the application then waits for vetting."""
+    unit = web.unit()
+    body = _body()
+    values = {
+        "given_name": _field(body, "given_name", NAME_MAX),
+        "family_name": _field(body, "family_name", NAME_MAX),
+        "work_email": _field(body, "work_email", EMAIL_MAX),
+        "work_phone": _field(body, "work_phone", PHONE_MAX, required=False, nullable=True),
+    }
+    role = Role(_choice(body, "role", ROLES))
+    app = unit.vetting.sponsor(
+        who.principal, organisation_id=organisation_id, given_name=values["given_name"] or "",
+        family_name=values["family_name"] or "", work_email=values["work_email"] or "",
+        work_phone=values["work_phone"], role=role)
+    answer = application_json(app)
+    unit.commit()
+    return jsonify(answer), 201
+
+
+@blueprint.route(f"/organisations/<{ID}:organisation_id>/position-requests",
+                 methods=["GET", "POST"])
+@operation("page", "per_page")
+def position_requests(who: Caller, organisation_id: int) -> Response | tuple[Response, int]:
+    """One rule for both methods, as `applications`."""
+    if request.method == "POST":
+        _only_query()
+        return request_position(who, organisation_id)
+    return list_position_requests(who, organisation_id)
+
+
+def list_position_requests(who: Caller, organisation_id: int) -> Response:
+    number, per_page = _paging()
+    pending = web.unit().administration.position_requests(who.principal, organisation_id)
+    shown = pending[(number - 1) * per_page : number * per_page]
+    page: Page[PositionRequest] = Page(shown, len(pending), number, per_page)
+    return jsonify(page_json(page, [position_request_json(r) for r in shown]))
+
+
+def request_position(who: Caller, organisation_id: int) -> tuple[Response, int]:
+    """Ask for a position for someone who already has an identity (a mover)."""
+    unit = web.unit()
+    body = _body()
+    username = _field(body, "username", USERNAME_MAX) or ""
+    role = Role(_choice(body, "role", ROLES))
+    asked = unit.administration.request_position(
+        who.principal, organisation_id, username=username, role=role, reason=_reason())
+    answer = position_request_json(asked)
+    unit.commit()
+    return jsonify(answer), 201
+
+
+@blueprint.post(f"/position-requests/<{ID}:request_id>/decision")
+@operation()
+def decide_position(who: Caller, request_id: int) -> Response:
+    """Approve or refuse, by someone who neither asked nor is the subject."""
+    unit = web.unit()
+    body = _body()
+    decision = _choice(body, "decision", DECISIONS)
+    decided = unit.administration.decide_position(
+        who.principal, request_id, approve=decision == PositionRequestState.APPROVED.value,
+        reason=_reason())
+    answer = position_request_json(decided)
+    unit.commit()
+    return jsonify(answer)

@@ -24,7 +24,10 @@ def index() -> Response | str:
         person=signed_in.person,
         session_record=signed_in.record,
         positions=[p for p in signed_in.person.positions if p.current_on(today)],
-        is_admin=bool(actor.organisations_with(Role.ORGANISATION_ADMIN)) or actor.is_platform_admin,
+        # Whoever administers people: organisation admins, local authority teams.
+        is_admin=actor.is_platform_admin
+        or bool(actor.organisations_with(Role.ORGANISATION_ADMIN)
+                | actor.organisations_with(Role.LOCAL_AUTHORITY_TEAM)),
         is_officer=bool(actor.organisations_with(Role.VETTING_OFFICER)),
     )
 

@@ -6,6 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
+from core.errors import InvalidInput
 from idp import web
 
 blueprint = Blueprint("people", __name__, url_prefix="/people")
@@ -25,6 +26,8 @@ def index() -> str:
         locks=locks,
         form=FlaskForm(),
         me=actor.person_id,
+        # A platform admin says why they unlock: on the console's page, which asks.
+        asks_reason=actor.is_platform_admin,
     )
 
 
@@ -36,7 +39,11 @@ def unlock(person_id: int) -> Response:
         return redirect(url_for("people.index"))
     unit = web.unit()
     person = unit.directory.person(person_id)
-    unit.signin.unlock(web.principal(), person)
+    try:
+        unit.signin.unlock(web.principal(), person)
+    except InvalidInput:
+        # A platform admin's unlock needs a reason: the console's page asks for one.
+        return redirect(url_for("admin.unlock", person_id=person.id))
     unit.commit()
     flash(f"{person.display_name} can sign in again")
     return redirect(url_for("people.index"))

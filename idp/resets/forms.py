@@ -4,9 +4,14 @@ must not say more than the uniform failure message would."""
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from govuk_frontend_wtf.wtforms_widgets import GovPasswordInput, GovSubmitInput, GovTextInput
-from wtforms import PasswordField, StringField, SubmitField
-from wtforms.validators import InputRequired, Length
+from govuk_frontend_wtf.wtforms_widgets import (
+    GovPasswordInput,
+    GovSubmitInput,
+    GovTextArea,
+    GovTextInput,
+)
+from wtforms import PasswordField, StringField, SubmitField, TextAreaField
+from wtforms.validators import InputRequired, Length, Optional
 
 
 def _username() -> StringField:
@@ -95,3 +100,16 @@ class NewPasswordForm(FlaskForm):  # type: ignore[misc]
         validators=[InputRequired("Confirm your password"), Length(max=1024)],
     )
     submit = SubmitField("Set my new password", widget=GovSubmitInput())
+
+
+class ResetRequestForm(FlaskForm):  # type: ignore[misc]
+    """An administrator's request for a reset letter. The reason is optional for
+    organisation admins and required of platform admins, which the service
+    decides (`directory.accreditation.reason_from`), so the page and the API agree."""
+
+    reason = TextAreaField(
+        "Why?",
+        description="It goes on the audit trail. Platform admins must say why.",
+        widget=GovTextArea(),
+        validators=[Optional(), Length(max=300)],
+    )

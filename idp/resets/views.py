@@ -10,7 +10,6 @@ the flow itself on the server.
 from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, session, url_for
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from core.errors import InvalidInput
@@ -22,6 +21,7 @@ from idp.resets.forms import (
     PasswordResetProofForm,
     PinResetCodeForm,
     PinResetPasswordForm,
+    ResetRequestForm,
 )
 from tokens.errors import FlowExpired
 from tokens.resets import (
@@ -189,18 +189,26 @@ def password_done() -> str:
 NOUNS = {ResetKind.PIN: "PIN", ResetKind.PASSWORD: "password"}
 
 
-def _request(person_id: int, kind: ResetKind) -> Response | str:
+def _request(person_id: int, kind: ResetKind) -> Response | str | tuple[str, int]:
     unit = web.unit()
-    form = FlaskForm()
+    form = ResetRequestForm()
+    status = 200
     if form.validate_on_submit():
-        sent = unit.resets.request(web.principal(), person_id, kind)
-        flash(
-            f"A {NOUNS[kind]} reset letter for {sent.person.display_name} is in the outbox "
-            f"(letter {sent.letter_id}). Its code works until {sent.expires_on:%-d %B %Y}."
-        )
-        return redirect(url_for("people.index"))
+        try:
+            sent = unit.resets.request(web.principal(), person_id, kind, form.reason.data)
+        except InvalidInput as error:
+            attach_problems(form, error)
+            status = 400
+        else:
+            flash(
+                f"A {NOUNS[kind]} reset letter for {sent.person.display_name} is in the outbox "
+                f"(letter {sent.letter_id}). Its code works until {sent.expires_on:%-d %B %Y}."
+            )
+            return redirect(url_for("people.index"))
+    elif form.errors:
+        status = 400
     person = unit.resets.target(web.principal(), person_id)
-    return render_template(
+    page = render_template(
         "resets/confirm.html",
         title=f"Send a {NOUNS[kind]} reset letter",
         person=person,
@@ -209,15 +217,16 @@ def _request(person_id: int, kind: ResetKind) -> Response | str:
         days=RESET_CODE_DAYS,
         form=form,
     )
+    return (page, status) if status != 200 else page
 
 
 @blueprint.route("/people/<int:person_id>/reset-pin", methods=["GET", "POST"])
 @web.login_required
-def request_pin_reset(person_id: int) -> Response | str:
+def request_pin_reset(person_id: int) -> Response | str | tuple[str, int]:
     return _request(person_id, ResetKind.PIN)
 
 
 @blueprint.route("/people/<int:person_id>/reset-password", methods=["GET", "POST"])
 @web.login_required
-def request_password_reset(person_id: int) -> Response | str:
+def request_password_reset(person_id: int) -> Response | str | tuple[str, int]:
     return _request(person_id, ResetKind.PASSWORD)

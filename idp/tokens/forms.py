@@ -9,10 +9,28 @@ from govuk_frontend_wtf.wtforms_widgets import (
     GovPasswordInput,
     GovRadioInput,
     GovSubmitInput,
+    GovTextArea,
     GovTextInput,
 )
-from wtforms import PasswordField, RadioField, SelectMultipleField, StringField, SubmitField
-from wtforms.validators import InputRequired, Length
+from wtforms import (
+    PasswordField,
+    RadioField,
+    SelectMultipleField,
+    StringField,
+    SubmitField,
+    TextAreaField,
+)
+from wtforms.validators import InputRequired, Length, Optional
+
+
+def _reason() -> TextAreaField:
+    """Optional here; a platform admin must give one, which the service decides."""
+    return TextAreaField(
+        "Why?",
+        description="It goes on the audit trail. Platform admins must say why.",
+        widget=GovTextArea(),
+        validators=[Optional(), Length(max=300)],
+    )
 
 
 class AssignForm(FlaskForm):  # type: ignore[misc]
@@ -21,6 +39,7 @@ class AssignForm(FlaskForm):  # type: ignore[misc]
         widget=GovTextInput(),
         validators=[InputRequired("Enter the username of the person"), Length(max=64)],
     )
+    reason = _reason()
     submit = SubmitField("Assign token", widget=GovSubmitInput())
 
 
@@ -47,6 +66,7 @@ class ResyncForm(FlaskForm):  # type: ignore[misc]
         widget=GovTextInput(),
         validators=[InputRequired("Enter the next code"), Length(max=12)],
     )
+    reason = _reason()
     submit = SubmitField("Resynchronise", widget=GovSubmitInput())
 
 
@@ -60,7 +80,12 @@ class LostForm(FlaskForm):  # type: ignore[misc]
         widget=GovRadioInput(),
         validators=[InputRequired("Select whether the token was lost or stolen")],
     )
+    reason = _reason()
     submit = SubmitField("Report and stop the token now", widget=GovSubmitInput())
+
+
+class ReturnedForm(FlaskForm):  # type: ignore[misc]
+    reason = _reason()
 
 
 class ReplacementForm(FlaskForm):  # type: ignore[misc]

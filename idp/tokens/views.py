@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_login import logout_user
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from core.errors import InvalidInput, NotAllowed
-from directory.models import Role
 from idp import web
 from idp.forms import attach_problems
 from idp.tokens.forms import (
@@ -24,6 +22,7 @@ from idp.tokens.forms import (
     PolicyForm,
     ReplacementForm,
     ResyncForm,
+    ReturnedForm,
 )
 from tokens.errors import SignInFailed
 from tokens.models import OtpToken, TokenState
@@ -51,8 +50,7 @@ def _context(token: OtpToken) -> dict[str, object]:
         "holder": holder,
         "labels": STATE_LABELS,
         "is_holder": token.person_id == actor.person_id,
-        "is_admin": actor.is_platform_admin
-        or actor.has_role(Role.ORGANISATION_ADMIN, token.organisation_id),
+        "is_admin": unit.directory.administers(actor, token.organisation_id),
     }
 
 
@@ -61,7 +59,7 @@ def _context(token: OtpToken) -> dict[str, object]:
 def inventory() -> str:
     actor = web.principal()
     unit = web.unit()
-    administered = sorted(actor.organisations_with(Role.ORGANISATION_ADMIN))
+    administered = [o.id for o in unit.directory.administered_organisations(actor)]
     chosen = request.args.get("organisation", type=int)
     if chosen is None and administered:
         chosen = administered[0]
@@ -96,7 +94,7 @@ def policy(organisation_id: int) -> Response | str:
     decides who may change it (its own admins, platform admins) and audits it."""
     unit = web.unit()
     actor = web.principal()
-    if not (actor.is_platform_admin or actor.has_role(Role.ORGANISATION_ADMIN, organisation_id)):
+    if not unit.directory.administers(actor, organisation_id):
         raise NotAllowed()
     organisation = unit.directory.organisation(organisation_id)
     current = unit.policies.get(organisation_id)
@@ -160,11 +158,13 @@ def assign(token_id: int) -> Response | tuple[str, int]:
         try:
             if person is None:
                 raise NotAllowed()
-            unit.inventory.assign(actor, token.serial, person)
+            unit.inventory.assign(actor, token.serial, person, form.reason.data)
             unit.commit()
             flash(f"Token {token.serial} is assigned to {person.display_name}. They activate "
                   "it by entering a code it shows.")
             return redirect(url_for("tokens.detail", token_id=token.id))
+        except InvalidInput as error:
+            attach_problems(form, error)
         except NotAllowed:
             # One answer for unknown people and people of other organisations.
             form.username.errors = [
@@ -210,7 +210,8 @@ def resync(token_id: int) -> Response | str:
     if form.validate_on_submit():
         try:
             unit.inventory.resync(
-                actor, token.id, form.first_code.data or "", form.second_code.data or ""
+                actor, token.id, form.first_code.data or "", form.second_code.data or "",
+                form.reason.data,
             )
             unit.commit()
             flash(f"Token {token.serial} is back in step.")
@@ -224,7 +225,7 @@ def resync(token_id: int) -> Response | str:
 
 @blueprint.route("/tokens/<int:token_id>/lost", methods=["GET", "POST"])
 @web.login_required
-def lost(token_id: int) -> Response | str:
+def lost(token_id: int) -> Response | str | tuple[str, int]:
     """A confirmation step first: reporting stops the token and ends the holder's
     sessions at once, which cannot be undone from this page."""
     unit = web.unit()
@@ -233,7 +234,12 @@ def lost(token_id: int) -> Response | str:
     form = LostForm()
     if form.validate_on_submit():
         stolen = form.what.data == "stolen"
-        unit.inventory.report_lost(actor, token.id, stolen=stolen)
+        try:
+            unit.inventory.report_lost(actor, token.id, stolen=stolen, reason=form.reason.data)
+        except InvalidInput as error:
+            attach_problems(form, error)
+            return render_template("tokens/lost.html", title="Report a token lost or stolen",
+                                   form=form, **_context(token)), 400
         unit.commit()
         if token.person_id == actor.person_id:
             # The person's own sessions, this one included, have just ended.
@@ -249,14 +255,19 @@ def lost(token_id: int) -> Response | str:
 
 @blueprint.route("/tokens/<int:token_id>/returned", methods=["GET", "POST"])
 @web.login_required
-def returned(token_id: int) -> Response | str:
+def returned(token_id: int) -> Response | str | tuple[str, int]:
     """Confirm first: a returned token stops signing its holder in at once."""
     unit = web.unit()
     actor = web.principal()
     token = unit.inventory.token(actor, token_id)
-    form = FlaskForm()
+    form = ReturnedForm()
     if form.validate_on_submit():
-        unit.inventory.mark_returned(actor, token.id)
+        try:
+            unit.inventory.mark_returned(actor, token.id, form.reason.data)
+        except InvalidInput as error:
+            attach_problems(form, error)
+            return render_template("tokens/returned.html", title="Record a returned token",
+                                   form=form, **_context(token)), 400
         unit.commit()
         flash(f"Token {token.serial} is back in the inventory and can be assigned again.")
         return redirect(url_for("tokens.detail", token_id=token.id))

@@ -41,7 +41,10 @@ def applications() -> str:
         "vetting/list.html",
         title="Applications",
         applications=listed,
-        can_sponsor=bool(actor.organisations_with(Role.ORGANISATION_ADMIN)),
+        can_sponsor=bool(
+            actor.organisations_with(Role.ORGANISATION_ADMIN)
+            | actor.organisations_with(Role.LOCAL_AUTHORITY_TEAM)
+        ),
     )
 
 
@@ -50,10 +53,7 @@ def applications() -> str:
 def new() -> Response | str:
     actor = web.principal()
     unit = web.unit()
-    own = [
-        unit.directory.organisation(i)
-        for i in sorted(actor.organisations_with(Role.ORGANISATION_ADMIN))
-    ]
+    own = unit.vetting.sponsoring_organisations(actor)
     form = SponsorForm()
     form.organisation_id.choices = [(o.id, o.name) for o in own]
     if form.validate_on_submit():

@@ -291,7 +291,8 @@ def test_accounts_unlock(cli: Cli) -> None:
         with pytest.raises(SignInFailed):
             unit.signin.begin(priya.username, priya.password, client)  # locked now
 
-    unlocked = cli("accounts", "unlock", "priya.practitioner")
+    _one_line_error(cli("accounts", "unlock", "priya.practitioner"), "reason: Enter the reason")
+    unlocked = cli("accounts", "unlock", "priya.practitioner", "--reason", "rang the desk")
     assert unlocked.exit_code == 0
     assert unlocked.output.strip() == "unlocked priya.practitioner"
     with container.unit() as unit:
@@ -305,8 +306,10 @@ def test_accounts_unlock(cli: Cli) -> None:
             select(AuditEntry).where(AuditEntry.tag == "signin:unlocked")
         )
         assert entry is not None and (entry.actor_label or "").startswith("cli:")
+        assert entry.detail["reason"] == "rang the desk"
 
-    _one_line_error(cli("accounts", "unlock", "ghost.person"), "no person with username")
+    _one_line_error(cli("accounts", "unlock", "ghost.person", "--reason", "x"),
+                    "no person with username")
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,8 @@ def test_accounts_reset_commands_write_a_letter_and_print_its_id(
     cli: Cli, command: str, kind: str
 ) -> None:
     assert cli("demo", "load").exit_code == 0
-    result = cli("accounts", command, "priya.practitioner")
+    _one_line_error(cli("accounts", command, "priya.practitioner"), "reason: Enter the reason")
+    result = cli("accounts", command, "priya.practitioner", "--reason", "forgot it")
     assert result.exit_code == 0, result.output
     found = PRINTED.match(result.output.strip())
     assert found, result.output
@@ -67,11 +68,13 @@ def test_accounts_reset_commands_write_a_letter_and_print_its_id(
 
 def test_accounts_reset_commands_refuse_nobody_and_inactive_accounts(cli: Cli) -> None:
     assert cli("demo", "load").exit_code == 0
-    _one_line_error(cli("accounts", "reset-pin", "ghost.person"), "no person with username")
-    _one_line_error(cli("accounts", "reset-password", "ghost.person"), "no person with username")
+    for command in ("reset-pin", "reset-password"):
+        _one_line_error(cli("accounts", command, "ghost.person", "--reason", "asked"),
+                        "no person with username")
     with cli.container().unit() as unit:
         person = unit.directory.person_by_username("priya.practitioner")
         assert person is not None
         person.status = PersonStatus.SUSPENDED
         unit.commit()
-    _one_line_error(cli("accounts", "reset-pin", "priya.practitioner"), "suspended")
+    _one_line_error(cli("accounts", "reset-pin", "priya.practitioner", "--reason", "asked"),
+                    "suspended")

@@ -231,6 +231,13 @@ def _victim_child(container: Container, org: Organisation) -> str:
         return str(unit.session.scalars(select(Child.public_id)).one())
 
 
+def _team_with_an_area(world: World) -> Member:
+    council = world.organisation("Southshire Council")
+    world.organisation("Southshire Academy", OrganisationKind.SCHOOL,
+                       registration_authority=council)
+    return world.member(council, Role.LOCAL_AUTHORITY_TEAM, given_name="Tom")
+
+
 def _path(rule: Rule, ids: dict[str, int | str]) -> str:
     unknown = set(rule.arguments) - set(ids)
     assert not unknown, (
@@ -340,6 +347,12 @@ def _snapshot(container: Container, victim: Victim) -> tuple[Any, ...]:
             link.subject,
             s.scalar(select(UpstreamProvider.client_id).where(
                 UpstreamProvider.organisation_id == org.id)),
+            # Nothing sponsored, asked for or written to the outbox in the victim's name.
+            len(s.scalars(select(Application.id).where(
+                Application.organisation_id == org.id)).all()),
+            len(s.scalars(select(PositionRequest.id).where(
+                PositionRequest.organisation_id == org.id)).all()),
+            len(unit.outbox.all()),
         )
 
 
@@ -393,6 +406,9 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
             world.member(elsewhere, Role.LOCAL_AUTHORITY_TEAM, given_name="Tess"),
         ),
         ("vetting officer elsewhere", world.member(elsewhere, Role.VETTING_OFFICER)),
+        # A team with an area of its own (a school it is the registration authority
+        # of): the area rule gives it that school, and still nothing of the victim's.
+        ("team of a council with another area", _team_with_an_area(world)),
     ]
     # API tokens with the admin scope: each outsider's own (code flow), and an
     # application of the other organisation acting for itself (client credentials).
@@ -513,6 +529,13 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
         "api.suspend_person",
         "api.reinstate_person",
         "api.end_position",
+        "api.close_person",
+        "api.unlock_person",
+        "api.pin_reset",
+        "api.password_reset",
+        "api.applications",
+        "api.position_requests",
+        "api.decide_position",
     } <= walked
 
 

@@ -33,10 +33,10 @@ CODE_LINE = re.compile(r"reset code: (\S+)")
 
 
 def request(container: Container, world: World, actor: Member, target: Member,
-            kind: ResetKind) -> int:
+            kind: ResetKind, reason: str | None = None) -> int:
     principal = world.principal(actor)
     with container.unit() as unit:
-        return unit.resets.request(principal, target.person.id, kind).letter_id
+        return unit.resets.request(principal, target.person.id, kind, reason).letter_id
 
 
 def code_in(container: Container, letter_id: int) -> str:
@@ -211,7 +211,10 @@ def test_the_local_authority_team_and_platform_admins_may_ask_for_resets(
     team = world.member(cast.org, Role.LOCAL_AUTHORITY_TEAM, given_name="Tara")
     platform = world.member(world.organisation("Platform operations"), Role.PLATFORM_ADMIN)
     assert request(container, world, team, cast.member, ResetKind.PIN)
-    assert request(container, world, platform, cast.member, ResetKind.PASSWORD)
+    # A platform admin says why (issue 5); an organisation's own people may.
+    with pytest.raises(InvalidInput):
+        request(container, world, platform, cast.member, ResetKind.PASSWORD)
+    assert request(container, world, platform, cast.member, ResetKind.PASSWORD, "asked")
 
 
 # -- every failed proof is the same failure --------------------------------------------

@@ -16,6 +16,7 @@ import schemathesis
 from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from core.clock import FrozenClock
 from idp.container import Container
@@ -24,14 +25,29 @@ from tests.idp.api.tokens import bearer
 
 EXAMPLES = 12
 
+# Bodies naming what must exist (a username) or pass a check no schema can state
+# (an email address's syntax, as email_validator reads it; a platform admin role
+# only from a platform admin): a well-formed request may still be refused there
+# with a 400, which must then name one of these fields, and no other.
+BEYOND_THE_SCHEMA = {
+    "POST /organisations/{organisation_id}/applications": {"work_email", "role"},
+    "POST /organisations/{organisation_id}/position-requests": {"username", "role"},
+}
+
 
 def _checker(operation: Any, token: str, mode: GenerationMode,
              seen: dict[str, set[int]]) -> Any:
+    beyond = BEYOND_THE_SCHEMA.get(operation.label)
+
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def check(case: Any) -> None:
-        response = case.call_and_validate(headers=bearer(token))
+        excluded = [positive_data_acceptance] if beyond is not None else []
+        response = case.call_and_validate(headers=bearer(token), excluded_checks=excluded)
+        if beyond is not None and mode is GenerationMode.POSITIVE:
+            assert response.status_code != 400 or {
+                e["field"] for e in response.json()["errors"]} <= beyond, response.text
         assert response.status_code < 500
         headers = {name.lower(): value for name, value in response.headers.items()}
         assert headers["cache-control"] in ("no-store", ["no-store"])
