@@ -103,6 +103,7 @@ READABLE_BY_ANYONE = {
     "services.detail",  # a service's public contact details and practitioners
     "children.record",  # asks for a reason first; what it then shows follows the record's rules
     "children.contact",  # a contact request to the team brokering a shielded record
+    "children.involvement",  # the form to record a service; it shows nothing of the record
     # The same national index through the child-record API (a practitioner's token
     # with children.read; the search is a POST without an id): its rules are proved
     # in tests/idp/api/test_children_api.py.
