@@ -10,6 +10,7 @@ shielded) cross both limits."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -23,7 +24,9 @@ from core.audit import AuditEntry
 from core.clock import FrozenClock
 from core.settings import Settings
 from directory.children.models import SensitiveBasis
+from directory.children.rules import name_key
 from directory.models import PersonStatus, Role
+from idp.api import openapi
 from idp.oidc.models import OAuthClient
 from tests.conftest import make_settings
 from tests.directory.children.conftest import Kids, hartleys, row
@@ -428,3 +431,25 @@ def test_the_scope_is_offered_and_documented(records: Records) -> None:
     assert search["additionalProperties"] is False
     assert {"postcode_district", "school_service_id", "gp_service_id", "service_id"} <= set(
         search["properties"])
+
+
+def test_the_documented_reason_and_surname_rules_are_the_service_rules(
+    settings: Settings
+) -> None:
+    """The document states the shipped minimum detail and the surname rule as
+    patterns; what they accept, the service accepts."""
+    assert settings.children.reason_detail_min_length == openapi.REASON_DETAIL_MIN
+    detail = re.compile(openapi.REASON_DETAIL_PATTERN)
+    header = re.compile(openapi.REASON_DETAIL_HEADER_PATTERN)
+    for text in ("123456789", " 123456789 ", "1234567890", "\u3000 1234 567 8 \u2009",
+                 "\xa0abcdefghij\xa0", "a" * 300):
+        accepted = len(text.strip()) >= openapi.REASON_DETAIL_MIN
+        assert bool(detail.fullmatch(text)) is accepted, repr(text)
+        if text.isascii():
+            assert bool(header.fullmatch(text)) is accepted, repr(text)
+    surname = re.compile(openapi.SURNAME_PATTERN)
+    for name in ("Oe", "Ōe", "Øy", "ßx", "O'B", "Ħa", "ĸĸ", "\u01c5\u01c5", "Ab", "É-è"):
+        if surname.fullmatch(name):
+            assert len(name_key(name)) >= 2, name
+    assert surname.fullmatch("Ōe") and surname.fullmatch("É-è")
+    assert not surname.fullmatch("Ħa") and not surname.fullmatch("O")
