@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     app.register_blueprint(children)
     from idp.api.views import blueprint as api
 
+    import_module("idp.api.children")  # its operations join the API blueprint
     app.register_blueprint(api)
     # Bearer tokens, never cookies, authorise the API: there is no ambient authority to forge.
     csrf.exempt(api)

@@ -281,6 +281,11 @@ class StaffAlert:
     closed_at: datetime | None
 
 
+def _via(client_id: str | None) -> dict[str, str]:
+    """The audit detail naming the relying application that acted for the person."""
+    return {"client_id": client_id} if client_id else {}
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -305,18 +310,21 @@ class ChildrenService:
         )
         self.session.commit()
 
-    def _actor(self, principal: Principal, tag: str = "children:access") -> Actor:
+    def _actor(self, principal: Principal, tag: str = "children:access",
+               via: dict[str, str] | None = None) -> Actor:
         """An active person with a current position, valid clearance and
-        training, and a role whose work is with children."""
+        training, and a role whose work is with children. `via` names the
+        relying application acting for them, for the audit log."""
         person = self.session.get(Person, principal.person_id)
         today = self.clock.today()
         if person is None:
-            self._refuse(tag, principal, {"why": "unknown person"})
+            self._refuse(tag, principal, {"why": "unknown person", **(via or {})})
             raise NoChildAccess()
         blockers = access_blockers(person, today)
         positions = [p for p in current_positions(person, today) if p.role in CHILD_ROLES]
         if blockers or not positions:
-            self._refuse(tag, principal, {"why": blockers or ["no role with access to children"]})
+            self._refuse(tag, principal, {"why": blockers or ["no role with access to children"],
+                                          **(via or {})})
             raise NoChildAccess()
         rights = frozenset(
             self.session.scalars(select(ChildRight.kind).where(ChildRight.person_id == person.id))
@@ -361,13 +369,17 @@ class ChildrenService:
 
     # --- search ------------------------------------------------------------
 
-    def search(self, principal: Principal, reason: Reason | None, query: ChildQuery) -> ChildPage:
-        actor = self._actor(principal, "children:search")
+    def search(self, principal: Principal, reason: Reason | None, query: ChildQuery, *,
+               client_id: str | None = None) -> ChildPage:
+        """`client_id` is the relying application searching for the person
+        (the API); it joins the audit entry, refused or not."""
+        via = _via(client_id)
+        actor = self._actor(principal, "children:search", via)
         try:
             given = self._reason(reason)
         except InvalidInput:
             self._refuse("children:search", principal,
-                         {"why": "no reason", "criteria": query.criteria()})
+                         {"why": "no reason", "criteria": query.criteria(), **via})
             raise
         surname = name_key(query.surname)
         if len(surname) < 2:
@@ -435,7 +447,7 @@ class ChildrenService:
             detail={
                 "reason": given.code, "reason_detail": given.detail,
                 "criteria": query.criteria(), "found": total, "too_many": too_many,
-                "shown": [c.identifier for c in items],
+                "shown": [c.identifier for c in items], **via,
             },
         )
         self._anomalies(actor, surname=surname, district=district or None, child=None)
@@ -454,13 +466,16 @@ class ChildrenService:
 
     def view(
         self, principal: Principal, reason: Reason | None, public_id: str, *,
-        override: bool = False,
+        override: bool = False, client_id: str | None = None,
     ) -> ChildView:
-        actor = self._actor(principal, "children:view")
+        """`client_id` as for `search`."""
+        via = _via(client_id)
+        actor = self._actor(principal, "children:view", via)
         try:
             given = self._reason(reason)
         except InvalidInput:
-            self._refuse("children:view", principal, {"why": "no reason", "child": public_id})
+            self._refuse("children:view", principal,
+                         {"why": "no reason", "child": public_id[:80], **via})
             raise
         try:
             child = self._child(public_id)
@@ -469,7 +484,7 @@ class ChildrenService:
                 "children:view", "not_found", subject_type="child", subject_id=public_id[:80],
                 organisation_id=actor.home_org.id, actor_id=actor.person.id,
                 actor_label=actor.person.username,
-                detail={"reason": given.code, "reason_detail": given.detail},
+                detail={"reason": given.code, "reason_detail": given.detail, **via},
             )
             self.session.commit()
             raise
@@ -478,7 +493,8 @@ class ChildrenService:
         if restricted and override:
             if ChildRightKind.SHIELD_OVERRIDE not in actor.rights:
                 self._refuse("children:shield_override", principal,
-                             {"why": "no shield-override right", "child": child.identifier})
+                             {"why": "no shield-override right", "child": child.identifier,
+                              **via})
                 raise NotAllowed()
             restricted = False
             override_used = True
@@ -490,7 +506,7 @@ class ChildrenService:
             actor_id=actor.person.id,
             actor_label=actor.person.username,
             detail={"reason": given.code, "reason_detail": given.detail,
-                    "restricted": restricted, "override": override_used},
+                    "restricted": restricted, "override": override_used, **via},
         )
         if override_used:
             self.audit.record(
@@ -498,7 +514,7 @@ class ChildrenService:
                 subject_type="child", subject_id=child.identifier,
                 organisation_id=child.responsible_la_id,
                 actor_id=actor.person.id, actor_label=actor.person.username,
-                detail={"reason": given.code, "reason_detail": given.detail},
+                detail={"reason": given.code, "reason_detail": given.detail, **via},
             )
             self._alert(actor, AlertRule.SHIELD_OVERRIDE, child.responsible_la_id, child,
                         {"reason": given.code, "reason_detail": given.detail})

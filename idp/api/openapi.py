@@ -10,6 +10,8 @@ from typing import Any
 
 from directory.accreditation import REASON_MAX
 from directory.administration import PER_PAGE_MAX
+from directory.children.models import InvolvementRole
+from directory.children.service import ReasonCode, SortOrder
 from directory.models import (
     Accreditation,
     OrganisationKind,
@@ -433,9 +435,12 @@ def _components() -> dict[str, Any]:
                     "An access token from this service's token endpoint with scope `admin` "
                     "and this API as its audience: an administrator's own (authorization "
                     "code flow), or an approved application's (client credentials), which "
-                    "acts as an organisation admin of the application's organisation."
+                    "acts as an organisation admin of the application's organisation. "
+                    "The child-record operations take scope `children.read` instead, and "
+                    "a person's token only. A DPoP-bound token (RFC 9449) is sent as "
+                    "`Authorization: DPoP <token>` with a `DPoP` proof of its key."
                 ),
-            }
+            },
         },
         "parameters": {
             "page": {
@@ -463,8 +468,8 @@ def _components() -> dict[str, Any]:
             "400": _problem("The input is not valid; `errors` names each field."),
             "401": _problem("No usable access token.", **{"WWW-Authenticate": {
                 **challenge, "required": True}}),
-            "403": _problem("Not allowed, or the token lacks the `admin` scope. Refused alike "
-                            "whether the thing asked about exists or not."),
+            "403": _problem("Not allowed, or the token lacks the operation's scope. Refused "
+                            "alike whether the thing asked about exists or not."),
             "404": _problem("No such route."),
             "409": _problem("Not possible in the current state."),
             "413": _problem("The request body is larger than the service accepts."),
@@ -472,7 +477,7 @@ def _components() -> dict[str, Any]:
                 "description": "Seconds to wait before trying again.",
                 "schema": {"type": "string"}}}),
         },
-        "schemas": _schemas(),
+        "schemas": {**_schemas(), **children_schemas()},
     }
 
 
@@ -495,6 +500,7 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
         "tags": [{"name": "organisations"}, {"name": "people"}, {"name": "applications"},
+                 {"name": "children"},
                  {"name": "meta"}],
         "paths": {
             "/openapi.json": {
@@ -545,6 +551,216 @@ def document() -> dict[str, Any]:
                 "End a position from today", "endPosition",
                 _ok("The position, ended", "Position"), position_id, "people"),
             **_delegation_paths(organisation_id, person_id),
+            **children_paths(),
         },
         "components": _components(),
+    }
+
+
+# -- the child-record API --------------------------------------------------------------
+# Kept apart from the admin operations above: its own scope (`children.read`), its
+# own inputs (a reason from a fixed list with detail, on every call) and answers.
+
+CHILD_REASONS = [c.value for c in ReasonCode]
+CHILD_SORTS = [s.value for s in SortOrder]
+REASON_CODE_MAX = 40
+REASON_DETAIL_MAX = 300
+NAME_MAX = 100
+DISTRICT_MAX = 8
+CHILD_ID_MAX = 80
+# The detail of a reason: at least REASON_DETAIL_MIN characters once the spaces
+# Python's str.strip() removes are gone (`directory.children` counts that way).
+# The service reads the minimum from settings; this is its shipped default.
+REASON_DETAIL_MIN = 10
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+_STRIPPED = r"\x20\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+REASON_DETAIL_PATTERN = (
+    f"^[^{_CONTROL}]*[^{_CONTROL}{_STRIPPED}][^{_CONTROL}]{{{REASON_DETAIL_MIN - 2},}}"
+    f"[^{_CONTROL}{_STRIPPED}][^{_CONTROL}]*$"
+)
+# In a header: printable ASCII only (RFC 9110 field values), the same rule.
+ASCII_PATTERN = r"^[\x20-\x7e]*$"
+REASON_DETAIL_HEADER_PATTERN = (
+    r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]{" + str(REASON_DETAIL_MIN - 2)
+    + r",}[\x21-\x7e][\x20-\x7e]*$"
+)
+# A surname must keep two letters once accents, case and punctuation go
+# (`directory.children.rules.name_key`): two letters a-z, or Latin letters
+# that decompose to them.
+_LETTER = (r"A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u0125\u0128-\u0137\u0139-\u0149"
+           r"\u014c-\u0165\u0168-\u017f")
+SURNAME_PATTERN = (
+    f"^[^{_CONTROL}]*[{_LETTER}][^{_CONTROL}]*[{_LETTER}][^{_CONTROL}]*$"
+)
+CHILD_SEARCH_FIELDS = (
+    "reason", "reason_detail", "surname", "forename", "date_of_birth", "postcode_district",
+    "school_service_id", "gp_service_id", "service_id", "sort", "page",
+)
+
+
+def _child_text(max_length: int, description: str, **more: Any) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, "pattern": TEXT_PATTERN,
+            "description": description, **more}
+
+
+def children_schemas() -> dict[str, Any]:
+    day = _nullable("string", format="date")
+    service = {"type": "integer", "minimum": 1, "maximum": ID_MAX}
+    visible = {
+        "public_id": {"type": "string"},
+        "identifier": {"type": "string"},
+        "forename": {"type": "string"},
+        "surname": {"type": "string"},
+        "gender": {"type": "string"},
+        "date_of_birth": {"type": "string", "format": "date"},
+    }
+    return {
+        "ChildSearch": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "reason": {"type": "string", "maxLength": REASON_CODE_MAX,
+                           "enum": CHILD_REASONS,
+                           "description": "Why you search: one of the fixed list."},
+                "reason_detail": {
+                    "type": "string", "maxLength": REASON_DETAIL_MAX,
+                    "pattern": REASON_DETAIL_PATTERN,
+                    "description": f"The detail of the reason (a referral or case "
+                    f"reference), {REASON_DETAIL_MIN} characters or more without the spaces "
+                    "around it (the shipped minimum; a service may set more). Kept on the "
+                    "audit trail."},
+                "surname": {"type": "string", "maxLength": NAME_MAX,
+                            "pattern": SURNAME_PATTERN,
+                            "description": "Current or former surname, with at least two "
+                            "letters a-z (accented Latin letters count)."},
+                "forename": _child_text(NAME_MAX, "The start of the first name."),
+                "date_of_birth": {"type": "string", "format": "date"},
+                "postcode_district": _child_text(DISTRICT_MAX, "The first part of the postcode, "
+                                           "for example NE1. Never finds a shielded record."),
+                "school_service_id": {**service, "description": "An educational setting "
+                                      "the child attends. Never finds a shielded record."},
+                "gp_service_id": {**service, "description": "The child's GP practice. Never "
+                                  "finds a shielded record."},
+                "service_id": {**service, "description": "Any service working with the "
+                               "child. Never finds a shielded record; a sensitive service "
+                               "finds children only for the responsible team."},
+                "sort": {"type": "string", "enum": CHILD_SORTS, "default": "name"},
+                "page": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": 1},
+            },
+            "required": ["reason", "reason_detail", "surname"],
+        },
+        "ChildSummary": _object({**visible, "restricted": {
+            "type": "boolean", "description": "Shielded, and you see its visible fields only."}}),
+        "ChildPage": _object({
+            "items": {"type": "array", "items": _ref("schemas", "ChildSummary")},
+            "page": {"type": "integer", "minimum": 1},
+            "pages": {"type": "integer", "minimum": 1},
+            "per_page": {"type": "integer", "minimum": 1},
+            "total": {"type": ["integer", "null"], "minimum": 0,
+                      "description": "Null when too many match."},
+            "too_many": {"type": "boolean", "description": "More match than the service "
+                         "shows (100 by default): no items; narrow the search."},
+        }),
+        "ChildInvolvement": _object({
+            "service_name": {"type": "string"},
+            "role": {"type": "string", "enum": [r.value for r in InvolvementRole]},
+            "organisation_name": {"type": "string"},
+            "phone": {"type": "string"},
+            "practitioner_name": _nullable("string"),
+            "practitioner_email": _nullable("string"),
+            "starts_on": day,
+            "ends_on": day,
+            "lead_professional": {"type": "boolean"},
+            "assessment_held": {"type": "boolean"},
+            "sensitive": {"type": "boolean"},
+        }),
+        "ChildRecord": {
+            "type": "object",
+            "description": (
+                "A record as the caller may see it. A shielded record seen by anyone but "
+                "its responsible local authority team is `restricted`: it has the fields "
+                "listed as required and no other key."
+            ),
+            "properties": {
+                **visible,
+                "parent_name": _nullable("string"),
+                "shielded": {"type": "boolean"},
+                "restricted": {"type": "boolean"},
+                "former_names": {"type": "array", "items": {"type": "string"}},
+                "whereabouts": {"type": "string"},
+                "address": {"type": ["object", "null"],
+                            "additionalProperties": {"type": "string"}},
+                "return_intention": _nullable("string"),
+                "date_of_death": day,
+                "responsible_la": _nullable("string"),
+                "carers": {"type": "array", "items": _object({
+                    "name": {"type": "string"}, "relationship": {"type": "string"},
+                    "phone": {"type": "string"}})},
+                "involvements": {"type": "array",
+                                 "items": _ref("schemas", "ChildInvolvement")},
+                "source_identifiers": {
+                    "type": "array",
+                    "description": "Only the identifiers your own organisation supplied.",
+                    "items": _object({"scheme": {"type": "string"},
+                                      "value": {"type": "string"}}),
+                },
+            },
+            "required": [*visible, "parent_name", "shielded", "restricted"],
+        },
+    }
+
+
+def _reason_header(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "header", "required": True, "description": description,
+            "schema": schema}
+
+
+def children_paths() -> dict[str, Any]:
+    scope = ("A person's access token with scope `children.read`: a relying application "
+             "acting for the practitioner signed in through it (an application's own token "
+             "is refused). Every call, refused or not, is on the audit trail with the "
+             "application's client id.")
+    common = {"tags": ["children"]}
+    return {
+        "/children/search": {
+            "post": {
+                **common,
+                "summary": "Search the national index of children, with a reason",
+                "description": scope + " At most `per_page` (20 by default) a page; when "
+                "more than 100 (by default) match, `too_many` asks to narrow the search. "
+                "A search on a hidden field (postcode district, school, GP, service) never "
+                "finds a shielded record, and leaves it out of the count, order and pages.",
+                "operationId": "searchChildren",
+                "parameters": [],
+                "requestBody": {"required": True,
+                                "content": {JSON: {"schema": _ref("schemas", "ChildSearch")}}},
+                "responses": _responses(_ok("A page of children", "ChildPage"), "413"),
+            }
+        },
+        "/children/{public_id}": {
+            "get": {
+                **common,
+                "summary": "One child's record, with a reason",
+                "description": scope + " A shielded record is restricted to its visible "
+                "fields, except for its responsible local authority team; sensitive "
+                "services show only to that team, and source identifiers only to the "
+                "body that supplied them. There is no shield override here.",
+                "operationId": "viewChild",
+                "parameters": [
+                    {"name": "public_id", "in": "path", "required": True,
+                     "description": "The record's public id, from a search.",
+                     "schema": {"type": "string", "minLength": 1, "maxLength": CHILD_ID_MAX}},
+                    _reason_header("ContactPoint-Reason", "Why you view: one of the list.",
+                                   {"type": "string", "enum": CHILD_REASONS}),
+                    _reason_header("ContactPoint-Reason-Detail", "The detail of the reason, "
+                                   "as for a search, in printable ASCII.",
+                                   {"type": "string", "maxLength": REASON_DETAIL_MAX,
+                                    "pattern": REASON_DETAIL_HEADER_PATTERN}),
+                ],
+                "responses": {
+                    **_responses(_ok("The record as you may see it", "ChildRecord")),
+                    "404": _problem("No such record, or it is archived."),
+                },
+            }
+        },
     }

@@ -23,8 +23,9 @@ from wtforms import (
     SubmitField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, Optional
+from wtforms.validators import InputRequired, Length, Optional, Regexp
 
+from directory.children.models import InvolvementRole, SensitiveBasis
 from directory.children.service import REASON_LABELS, ShieldCriteria
 from idp.forms import DateInput
 
@@ -35,6 +36,17 @@ CRITERIA_LABELS = {
     ShieldCriteria.RISK_OF_SIGNIFICANT_HARM: "Other risk of significant harm to the child or carer",
     ShieldCriteria.COURT_ORDER: "A court order restricts disclosure",
     ShieldCriteria.WITNESS_PROTECTION: "Witness protection",
+}
+
+ROLE_LABELS = {
+    InvolvementRole.EDUCATIONAL_SETTING: "The child's educational setting (school, nursery, "
+                                         "college)",
+    InvolvementRole.GP_PRACTICE: "The child's GP practice",
+    InvolvementRole.SERVICE: "Another service working with the child",
+}
+BASIS_LABELS = {
+    SensitiveBasis.CONSENT: "The child (or, where appropriate, a parent) consents",
+    SensitiveBasis.HARM_SUSPECTED: "Significant harm to the child is suspected",
 }
 
 
@@ -107,3 +119,36 @@ class DecideForm(FlaskForm):  # type: ignore[misc]
                             validators=[Length(max=2000)])
     accept = SubmitField("Accept and broker contact", widget=GovSubmitInput())
     decline = SubmitField("Decline", widget=GovSubmitInput())
+
+
+class InvolvementForm(FlaskForm):  # type: ignore[misc]
+    service_id = StringField(
+        "Service number",
+        description="The service's number in the service directory: the end of the address "
+                    "of its page, /services/NUMBER",
+        widget=GovTextInput(),
+        validators=[InputRequired("Enter the service's number"),
+                    Regexp(r"^[0-9]{1,9}$", message="Enter the service's number, for example "
+                           "1234")],
+    )
+    role = RadioField("What the service is to the child",
+                      choices=[(r.value, label) for r, label in ROLE_LABELS.items()],
+                      default=InvolvementRole.SERVICE.value, widget=GovRadioInput(),
+                      validators=[InputRequired("Select what the service is to the child")])
+    starts_on = DateField("Start date (optional)", description="Today if left empty",
+                          widget=DateInput(), format="%d %m %Y", validators=[Optional()])
+    ends_on = DateField("End date (optional)", widget=DateInput(), format="%d %m %Y",
+                        validators=[Optional()])
+    lead_professional = BooleanField("A practitioner of this service is the lead professional",
+                                     widget=GovCheckboxInput(), validators=[Optional()])
+    assessment_held = BooleanField("This service holds an assessment of the child",
+                                   widget=GovCheckboxInput(), validators=[Optional()])
+    sensitive_basis = RadioField(
+        "Grounds for recording a sensitive service",
+        description="Only for sexual health, mental health or substance misuse services, "
+                    "which are recorded only with the child's consent or where significant "
+                    "harm is suspected. Only the local authority team reads them.",
+        choices=[(b.value, label) for b, label in BASIS_LABELS.items()],
+        widget=GovRadioInput(), validators=[Optional()],
+    )
+    submit = SubmitField("Record the service", widget=GovSubmitInput())

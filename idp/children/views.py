@@ -1,6 +1,7 @@
 """Children's pages: search with a reason, a record (restricted when
-shielded, with the override after a warning), shielding decisions and
-reviews, brokered contact, the team's alerts and audit review.
+shielded, with the override after a warning), recording a service around a
+child, shielding decisions and reviews, brokered contact, the team's alerts
+and audit review.
 
 Every rule is in `directory.children`; these views only carry a reason and
 query values to it and show what it returns. Searches and views are POSTs, so
@@ -13,13 +14,16 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, s
 from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
+from directory.children.errors import UnknownChild
+from directory.children.models import InvolvementRole, SensitiveBasis
 from directory.children.service import REASON_LABELS, ChildQuery, Reason
 from idp import web
 from idp.children.forms import (
     CRITERIA_LABELS,
     ContactForm,
     DecideForm,
+    InvolvementForm,
     SearchForm,
     ShieldForm,
     ViewForm,
@@ -109,6 +113,38 @@ def override_warning(public_id: str) -> str:
     form.override.data = "1"
     return render_template("children/override.html", title="Open a shielded record", form=form,
                            public_id=public_id)
+
+
+@blueprint.route("/<public_id>/services", methods=["GET", "POST"])
+@web.login_required
+def involvement(public_id: str) -> Response | tuple[str, int] | str:
+    """A practitioner of a service, or the responsible team, records that the
+    service works with the child. The page shows nothing of the record: who
+    may record what (and a sensitive service's grounds) is the service's rule."""
+    unit = web.unit()
+    form = InvolvementForm()
+    if form.validate_on_submit():
+        basis = form.sensitive_basis.data or None
+        try:
+            unit.children.record_involvement(
+                web.principal(), public_id, int(form.service_id.data or "0"),
+                role=InvolvementRole(form.role.data), starts_on=form.starts_on.data,
+                ends_on=form.ends_on.data, lead_professional=bool(form.lead_professional.data),
+                assessment_held=bool(form.assessment_held.data),
+                sensitive_basis=SensitiveBasis(basis) if basis else None,
+            )
+            unit.commit()
+            flash("The service is recorded on the child's record")
+            return redirect(url_for("children.involvement", public_id=public_id))
+        except InvalidInput as error:
+            attach_problems(form, error)
+        except NotFound as error:
+            if isinstance(error, UnknownChild):
+                raise
+            form.service_id.errors = ["There is no service with that number"]
+    status = 400 if request.method == "POST" else 200
+    return render_template("children/involvement.html", title="Record a service", form=form,
+                           public_id=public_id), status
 
 
 @blueprint.route("/<public_id>/shield", methods=["GET", "POST"])

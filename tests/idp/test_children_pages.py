@@ -6,7 +6,11 @@ from __future__ import annotations
 
 from datetime import date
 
+from sqlalchemy import select
+
+from core.audit import AuditEntry
 from directory.children.models import ChildRightKind
+from directory.children.service import Reason
 from idp.container import Container
 from tests.directory.children.conftest import OPERATOR, Kids, row
 from tests.directory.children.conftest import kids as kids  # the fixture, shared
@@ -174,3 +178,60 @@ def test_the_conflict_queue_page(kids: Kids, container: Container, browser: Brow
                           page="/children/conflicts")
     assert done.status_code == 302
     assert "No conflict is waiting" in text_of(browser.client.get("/children/conflicts"))
+
+
+def _involvement(browser: Browser, public_id: str, **fields: object):  # type: ignore[no-untyped-def]
+    return browser.submit(f"/children/{public_id}/services", {
+        "role": "service", "starts_on": ["", "", ""], "ends_on": ["", "", ""], **fields})
+
+
+def test_a_service_is_recorded_around_a_child_under_the_record_rules(
+        kids: Kids, container: Container, browser: Browser, another_browser: Browser) -> None:
+    _family(kids)
+    alice = kids.child("Hartley", "Alice")
+    browser.sign_in(kids.nurse, container)
+    shown = text_of(browser.submit(f"/children/{alice.public_id}", REASON))
+    assert "Record a service working with this child" in shown
+    form = browser.client.get(f"/children/{alice.public_id}/services")
+    assert form.status_code == 200 and "Service number" in text_of(form)
+    assert "Hartley" not in text_of(form)  # the form shows nothing of the record
+    # A sensitive service needs its grounds; an unknown number is named as such.
+    clinic = str(kids.sexual_health.id)
+    without = _involvement(browser, alice.public_id, service_id=clinic)
+    assert without.status_code == 400 and "significant harm" in text_of(without)
+    unknown = _involvement(browser, alice.public_id, service_id="999999")
+    assert unknown.status_code == 400 and "no service with that number" in text_of(unknown)
+    backwards = _involvement(browser, alice.public_id, service_id=str(kids.gp.id),
+                             role="gp_practice", starts_on=gov_date(date(2026, 3, 1)),
+                             ends_on=gov_date(date(2026, 2, 1)))
+    assert backwards.status_code == 400 and "on or after the start date" in text_of(backwards)
+    done = _involvement(browser, alice.public_id, service_id=clinic,
+                        sensitive_basis="consent", starts_on=gov_date(date(2026, 9, 1)),
+                        assessment_held="y")
+    assert done.status_code == 302, text_of(done)
+    # Only the responsible team reads the sensitive service, with its dates.
+    own = text_of(browser.submit(f"/children/{alice.public_id}", REASON))
+    assert "Clinic 4YP" not in own
+    another_browser.sign_in(kids.team, container)
+    team = text_of(another_browser.submit(f"/children/{alice.public_id}", REASON))
+    assert "Clinic 4YP" in team and "1 Sep 2026" in team and "Sensitive" in team
+    with container.unit() as unit:
+        view = unit.children.view(kids.p(kids.team), Reason(REASON["reason"],
+                                                            REASON["reason_detail"]),
+                                  alice.public_id)
+        [clinic_row] = [i for i in view.involvements if i.sensitive]
+        assert clinic_row.practitioner_name == kids.nurse.person.display_name
+        assert clinic_row.assessment_held
+
+
+def test_only_the_service_organisation_or_the_team_records_a_service(
+        kids: Kids, container: Container, browser: Browser) -> None:
+    _family(kids)
+    alice = kids.child("Hartley", "Alice")
+    browser.sign_in(kids.constable, container)
+    refused = _involvement(browser, alice.public_id, service_id=str(kids.gp.id))
+    assert refused.status_code == 403
+    assert _involvement(browser, "no-such-child", service_id=str(kids.gp.id)).status_code == 404
+    with container.unit() as unit:
+        assert unit.session.scalars(select(AuditEntry.outcome).where(
+            AuditEntry.tag == "children:involvement")).all() == ["refused"]

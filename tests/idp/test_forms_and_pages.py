@@ -304,8 +304,9 @@ def test_the_public_list_is_exact(app: Flask) -> None:
     # POST /oauth2/token is answered in front of Flask (idp/oidc/token_endpoint.py).
     api = sorted(r.rule for r in app.url_map.iter_rules() if r.rule.startswith(API_PATHS))
     # 11, then 7 for delegated administration (applications, position requests
-    # and decisions, closure, unlock, the two reset letters): each walked above.
-    assert len(api) == 18 and sorted(API_PUBLIC) == ["/api/v1/openapi.json"]
+    # and decisions, closure, unlock, the two reset letters), then the
+    # child-record API (2): each walked above.
+    assert len(api) == 20 and sorted(API_PUBLIC) == ["/api/v1/openapi.json"]
 
 
 def test_protocol_endpoints_without_csrf_ignore_the_session_cookie(

@@ -106,7 +106,16 @@ READABLE_BY_ANYONE = {
     "services.detail",  # a service's public contact details and practitioners
     "children.record",  # asks for a reason first; what it then shows follows the record's rules
     "children.contact",  # a contact request to the team brokering a shielded record
+    "children.involvement",  # the form to record a service; it shows nothing of the record
+    # The same national index through the child-record API (a practitioner's token
+    # with children.read; the search is a POST without an id): its rules are proved
+    # in tests/idp/api/test_children_api.py.
+    "api.view_child",
 }
+
+# API routes taking scope children.read rather than admin: walked with a token
+# carrying that scope, so they are tried on their rules, not on a missing scope.
+CHILD_API = {"api.search_children", "api.view_child"}
 
 # Outcomes that show the request was not carried out.
 REFUSED = {400, 403, 404, 405, 409}
@@ -414,7 +423,10 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
     # application of the other organisation acting for itself (client credentials).
     tool, platform = admin_tool(world)
     machine = register(world, elsewhere, outsiders[1][1], platform, redirect_uris=[],
-                       grant_types=["client_credentials"], scopes=["admin"], name="Police HR")
+                       grant_types=["client_credentials"], scopes=["admin", "children.read"],
+                       name="Police HR")
+    case_system = register(world, elsewhere, outsiders[1][1], platform, name="Police cases",
+                           scopes=["openid", "children.read"])
     payload = _payload(container, victim)
     before = _snapshot(container, victim)
     walked: set[str] = set()
@@ -423,6 +435,8 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
         browser = _signed_in(app, container, clock, member)
         token = browser.token("/")
         api_token = person_token(app, container, clock, member, tool, browser=browser)
+        child_token = person_token(app, container, clock, member, case_system,
+                                   "openid children.read", browser=browser)
         for rule in app.url_map.iter_rules():
             if _public(rule):
                 continue
@@ -437,8 +451,9 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
                     if cookie_only.status_code != 401:
                         problems.append(f"{label}: {method} {path} with a cookie and no token "
                                         f"-> {cookie_only.status_code}")
-                    response = browser.client.open(path, method=method, json=body_json,
-                                                   headers=bearer(api_token))
+                    response = browser.client.open(
+                        path, method=method, json=body_json,
+                        headers=bearer(child_token if rule.endpoint in CHILD_API else api_token))
                 else:
                     data = {**payload, "csrf_token": token} if method in UNSAFE else None
                     response = browser.client.open(path, method=method, data=data)
@@ -470,8 +485,11 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
                     token = browser.token("/")
                     api_token = person_token(app, container, clock, member, tool,
                                              browser=browser)
-    # The other organisation's application, acting for itself, over every API route.
-    machine_token = client_token(app, machine)
+                    child_token = person_token(app, container, clock, member, case_system,
+                                               "openid children.read", browser=browser)
+    # The other organisation's application, acting for itself, over every API route
+    # (with children.read too: an application's own token reads no child record).
+    machine_token = client_token(app, machine, scope="admin children.read")
     api_rules = [r for r in app.url_map.iter_rules() if r.rule.startswith(API)
                  and not _public(r)]
     for rule in api_rules:
@@ -536,6 +554,8 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
         "api.applications",
         "api.position_requests",
         "api.decide_position",
+        "api.search_children",
+        "api.view_child",
     } <= walked
 
 

@@ -129,6 +129,19 @@ def kids(container: Container, world: World) -> Iterator[Kids]:
     yield made
 
 
+def hartleys(kids: Kids) -> Kids:
+    """Four Hartleys in NE1 at the same school and GP, each with a former
+    surname; the third, Carly, is shielded."""
+    kids.load([
+        row(forename=name, date_of_birth=f"2015-0{n + 1}-10", postcode=f"NE1 {n}AB",
+            school=kids.school.public_id, gp_practice=kids.gp.public_id,
+            school_start="2019-09-04", former_names=f"{name} Brooks")
+        for n, name in enumerate(["Alice", "Bella", "Carly", "Daisy"])
+    ])
+    kids.shield(kids.child("Hartley", "Carly"))
+    return kids
+
+
 def today(container: Container) -> date:
     return container.clock.today()
 

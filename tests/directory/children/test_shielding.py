@@ -13,7 +13,13 @@ from core.errors import InvalidInput, NotAllowed
 from directory.children.errors import AlreadyDecided
 from directory.children.models import ChildRightKind
 from directory.children.service import ChildQuery, ChildView
-from tests.directory.children.conftest import OPERATOR, REASON, Kids, audit_entries, row
+from tests.directory.children.conftest import (
+    OPERATOR,
+    REASON,
+    Kids,
+    audit_entries,
+    hartleys,
+)
 
 VISIBLE = {"public_id", "identifier", "forename", "surname", "gender", "date_of_birth",
            "parent_name", "restricted", "shielded", "override_used"}
@@ -22,14 +28,7 @@ VISIBLE = {"public_id", "identifier", "forename", "surname", "gender", "date_of_
 @pytest.fixture
 def family(kids: Kids) -> Kids:
     """Four Hartleys in NE1 at the same school and GP; the third is shielded."""
-    kids.load([
-        row(forename=name, date_of_birth=f"2015-0{n + 1}-10", postcode=f"NE1 {n}AB",
-            school=kids.school.public_id, gp_practice=kids.gp.public_id,
-            school_start="2019-09-04", former_names=f"{name} Brooks")
-        for n, name in enumerate(["Alice", "Bella", "Carly", "Daisy"])
-    ])
-    kids.shield(kids.child("Hartley", "Carly"))
-    return kids
+    return hartleys(kids)
 
 
 def _search(kids: Kids, member: object, **query: object) -> list[str]:

@@ -22,6 +22,7 @@ from idp.container import Container
 from idp.oidc.clients import Registration
 from tests.factories import Member, World
 from tests.idp.conftest import Browser
+from tests.idp.oidc.helpers import DPoPKey
 
 CALLBACK = "https://rp.example.org/callback"
 
@@ -63,8 +64,10 @@ def client_token(flask_app: Flask, app: App, scope: str = "admin", **extra: str)
 
 
 def person_token(flask_app: Flask, container: Container, clock: FrozenClock, member: Member,
-                 app: App, scope: str = "openid admin", browser: Browser | None = None) -> str:
-    """Sign in (unless `browser` already is), authorize with PKCE, exchange the code."""
+                 app: App, scope: str = "openid admin", browser: Browser | None = None,
+                 dpop: DPoPKey | None = None) -> str:
+    """Sign in (unless `browser` already is), authorize with PKCE, exchange the
+    code (with a proof of `dpop`'s key, for a DPoP-bound token)."""
     if browser is None:
         browser = Browser(flask_app.test_client())
         clock.advance(seconds=container.settings.totp.period_seconds)  # a fresh TOTP step
@@ -82,8 +85,13 @@ def person_token(flask_app: Flask, container: Container, clock: FrozenClock, mem
     location = answer.headers["Location"]
     assert location.startswith(CALLBACK), location
     code = parse_qs(urlsplit(location).query)["code"][0]
+    headers = basic(app)
+    if dpop is not None:
+        issuer = flask_app.extensions["contactpoint_oidc"].issuer
+        headers["DPoP"] = dpop.proof("POST", f"{issuer}/oauth2/token",
+                                     iat=clock.now().timestamp())
     token = flask_app.test_client().post(
-        "/oauth2/token", headers=basic(app),
+        "/oauth2/token", headers=headers,
         data={"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK,
               "code_verifier": verifier})
     assert token.status_code == 200, token.get_data(as_text=True)
