@@ -520,8 +520,9 @@ def own_redis(tmp_path: Path) -> Iterator[ThrowawayRedis]:
     server.stop()
 
 
-def _ops(answers: list[Answer], start: float, end: float, path: str) -> list[Answer]:
-    return [a for a in answers if a.started >= start and a.finished <= end and a.path == path
+def _ops(answers: list[Answer], start: float, end: float) -> list[Answer]:
+    """The sign-in requests that began and ended within [start, end]."""
+    return [a for a in answers if a.started >= start and a.finished <= end
             and a.status is not None and a.op == "signin"]
 
 
@@ -554,6 +555,7 @@ def test_redis_stopped_under_load_follows_the_settings_for_each_kind(
                                  if a.started >= down), 10, "the closed node refuses")
             wait_for(lambda: any(t > down + 0.5 for _m, t in open_load.signed_in), 10,
                      "the open node signs people in without Redis")
+            time.sleep(max(0.0, down + 3 - time.monotonic()))  # an outage of 3 s at least
             restarting = time.monotonic()
             own_redis.start()
             up = time.monotonic()
@@ -567,17 +569,15 @@ def test_redis_stopped_under_load_follows_the_settings_for_each_kind(
     for load in (closed_load, open_load):
         assert_never_500_never_hung(load.answers)
         assert not [a for a in load.answers if a.status is None]
-    # Closed (the default): every password step while Redis was down was
-    # refused, with the 503 page that names the cause by its id.
-    refused = _ops(closed_load.answers, down, restarting, "/sign-in")
-    posted = [a for a in refused if a.status != 200]
+    # Closed (the default): every step of sign-in posted while Redis was down
+    # was refused, with the 503 page that names the cause by its id (the
+    # pages with the forms need no shared state and are answered).
+    posted = [a for a in _ops(closed_load.answers, down, restarting) if a.status != 200]
     assert posted and all(a.status == 503 and THROTTLING_REFUSED in a.body for a in posted)
-    assert all(a.seconds < 2.5 for a in posted)
     assert not [t for _m, t in closed_load.signed_in if down < t < restarting]
     # Open: password steps went through.
-    let_through = [a for a in _ops(open_load.answers, down, restarting, "/sign-in")
-                   if a.status == 302]
-    assert let_through
+    let_through = [a for a in _ops(open_load.answers, down, restarting) if a.status == 302]
+    assert {a.path for a in let_through} == {"/sign-in", "/sign-in/token"}
     assert_recorded(closed.seeded.container, closed_load.signed_in + open_load.signed_in)
     assert "audit chain intact" in audit_verify(closed.env)
 
