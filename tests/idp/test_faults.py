@@ -68,7 +68,8 @@ class Answer:
     started: float  # time.monotonic()
     seconds: float
     status: int | None  # None: no answer (the connection failed or timed out)
-    error: str = ""
+    error: str = ""  # the exception's class, when there was no answer
+    location: str = ""
     content_type: str = ""
     retry_after: str | None = None
     body: str = ""
@@ -121,7 +122,7 @@ class Load:
                             content_type=response.headers.get("content-type", ""),
                             retry_after=response.headers.get("retry-after"),
                             body=response.text,
-                            error=response.headers.get("location", ""))
+                            location=response.headers.get("location", ""))
         with self._lock:
             self.answers.append(answer)
         return answer
@@ -159,7 +160,7 @@ class Load:
             done = self._call(client, "signin", "POST", "/sign-in/token", data={
                 "csrf_token": found.group(1) or found.group(2),
                 "code": member.totp(self.container), "pin": member.pin})
-            if done.status == 302 and done.error == "/":
+            if done.status == 302 and done.location == "/":
                 with self._lock:
                     self.signed_in.append((member, done.finished))
 
@@ -395,7 +396,7 @@ def test_postgresql_restarted_under_load_answers_503_at_once_and_recovers(
         load = served.load(client_basic=seeded.client_basic,
                            api_path=f"/api/v1/organisations/{seeded.organisation_id}")
         load.start()
-        wait_for(lambda: len(load.signed_in) >= 3 and bool(load._api_token), 20,
+        wait_for(lambda: len(load.signed_in) >= 3 and bool(load._api_token), 30,
                  "sign-ins and API reads before the restart")
         stopping = time.monotonic()
         pg_cluster.stop()
