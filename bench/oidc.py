@@ -121,10 +121,7 @@ def seed_ours(settings: Any, people: int, refresh_sets: int, concurrency: int) -
     approved through the registry, and grants as a code exchange leaves them."""
     from core.audit import AuditContext
     from directory.models import OrganisationKind, PersonStatus, Role
-    from idp.cli import operator
     from idp.container import Container
-    from idp.oidc.clients import Registration
-    from idp.oidc.models import Grant
 
     container = Container(settings)
     try:
@@ -151,45 +148,61 @@ def seed_ours(settings: Any, people: int, refresh_sets: int, concurrency: int) -
                 persons.append(person)
             u.commit()
 
-            client, secret = u.clients.register(operator(), Registration(
-                organisation_id=organisation.id, name="Benchmark client",
-                redirect_uris=["https://rp.example.org/cb"],
-                scopes=["openid", "profile", "admin"],
-                grant_types=["client_credentials", "authorization_code", "refresh_token"],
-            ))
-            assert secret is not None
-            u.clients.approve(operator(), client.client_id, "bench")
-            u.commit()
-            # The signing keys, made once here rather than raced for by the workers.
-            if u.key_rotation.ensure():
-                u.commit()
-
-            now = container.clock.now()
-            issuer = settings.issuer
-            sets: list[list[str]] = []
-            for s in range(refresh_sets):
-                values = []
-                for c in range(concurrency):
-                    person = persons[(s * concurrency + c) % len(persons)]
-                    grant = Grant(
-                        client_id=client.client_id, person_id=person.id, auth_session_id=None,
-                        person_epoch=person.security_epoch, scope="openid profile", acr="AAL2",
-                        amr=["pwd", "otp", "pin"], auth_time=now, nonce=None,
-                        sid=secrets.token_urlsafe(16), resource=f"{issuer}/api/v1",
-                        created_at=now, expires_at=now + timedelta(hours=12),
-                        refresh_counter=0,
-                    )
-                    u.session.add(grant)
-                    u.session.flush()
-                    # The token a code exchange would have handed out (idp.oidc.provider:
-                    # the MAC of the grant's current counter).
-                    mac = container.digester.digest(f"refresh|{grant.id}|0|{grant.sid}")
-                    values.append(f"rt.{grant.id}.0.{mac}")
-                sets.append(values)
-            u.commit()
-            return Credentials(client.client_id, secret, sets)
+            client_id, secret = register_client(u, organisation.id)
+            sets = [refresh_tokens(container, u, client_id, persons, concurrency,
+                                   start=s * concurrency) for s in range(refresh_sets)]
+            return Credentials(client_id, secret, sets)
     finally:
         container.dispose()
+
+
+def register_client(u: Any, organisation_id: int) -> tuple[str, str]:
+    """A confidential client for every grant, registered and approved through the
+    registry; the signing keys made once here rather than raced for by the workers."""
+    from idp.cli import operator
+    from idp.oidc.clients import Registration
+
+    client, secret = u.clients.register(operator(), Registration(
+        organisation_id=organisation_id, name="Benchmark client",
+        redirect_uris=["https://rp.example.org/cb"],
+        scopes=["openid", "profile", "admin"],
+        grant_types=["client_credentials", "authorization_code", "refresh_token"],
+    ))
+    assert secret is not None
+    u.clients.approve(operator(), client.client_id, "bench")
+    u.commit()
+    if u.key_rotation.ensure():
+        u.commit()
+    return client.client_id, secret
+
+
+def refresh_tokens(container: Any, u: Any, client_id: str, persons: list[Any],
+                   count: int, start: int = 0) -> list[str]:
+    """`count` grants, one a person round the list from `start`, as a code
+    exchange leaves them, and the refresh token it would have handed out for each."""
+    from idp.oidc.models import Grant
+
+    now = container.clock.now()
+    issuer = container.settings.issuer
+    values = []
+    for c in range(count):
+        person = persons[(start + c) % len(persons)]
+        grant = Grant(
+            client_id=client_id, person_id=person.id, auth_session_id=None,
+            person_epoch=person.security_epoch, scope="openid profile", acr="AAL2",
+            amr=["pwd", "otp", "pin"], auth_time=now, nonce=None,
+            sid=secrets.token_urlsafe(16), resource=f"{issuer}/api/v1",
+            created_at=now, expires_at=now + timedelta(hours=12),
+            refresh_counter=0,
+        )
+        u.session.add(grant)
+        u.session.flush()
+        # The token a code exchange would have handed out (idp.oidc.provider:
+        # the MAC of the grant's current counter).
+        mac = container.digester.digest(f"refresh|{grant.id}|0|{grant.sid}")
+        values.append(f"rt.{grant.id}.0.{mac}")
+    u.commit()
+    return values
 
 
 # -- processes and their CPU time, from /proc -------------------------------------------------

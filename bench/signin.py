@@ -404,6 +404,13 @@ def expect(status: int, wanted: int, location: str, wanted_location: str | None,
 
 def sign_in(port: int, person: Person) -> int:
     """Both steps, as a browser would; returns the TOTP step of the code used."""
+    browser, step = signed_in_browser(port, person)
+    browser.conn.close()
+    return step
+
+
+def signed_in_browser(port: int, person: Person) -> tuple[Browser, int]:
+    """Both steps; the browser, holding the session cookie, and the TOTP step used."""
     browser = Browser(port)
     try:
         status, _, page = browser.request("GET", "/sign-in")
@@ -424,9 +431,10 @@ def sign_in(port: int, person: Person) -> int:
         expect(status, 302, location, "/", "POST /sign-in/token")
         if not browser.jar:
             raise SignInFailure("POST /sign-in/token: no session cookie")
-        return int(now) // TOTP_PERIOD
-    finally:
+        return browser, int(now) // TOTP_PERIOD
+    except BaseException:
         browser.conn.close()
+        raise
 
 
 class People:
@@ -541,6 +549,26 @@ class PgBackends:
         return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
+def printable_command() -> str:
+    """How this benchmark was started, with any password in a URL masked."""
+    command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
+    return re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", command)
+
+
+def bench_database(scratch: ExitStack, server_url: str, folder: Path, prefix: str
+                   ) -> tuple[str, PgBackends | None, str]:
+    """(URL, its backends' CPU reader, a description): with a PostgreSQL server
+    URL, a database of the benchmark's own beside it, dropped when `scratch`
+    closes; otherwise SQLite in `folder`."""
+    if not server_url:
+        return (f"sqlite:///{folder / 'contactpoint.db'}", None,
+                "sqlite (WAL), in a temporary folder")
+    from idp.database import scratch_database
+
+    url, name = scratch.enter_context(scratch_database(server_url, prefix))
+    return url, PgBackends(server_url, name), f"postgresql, database {name} (dropped afterwards)"
+
+
 @dataclass
 class Round:
     """One load phase, bracketed by argon2id measurements before and after it."""
@@ -595,26 +623,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds, --duration and --concurrency must be positive")
 
     cores = os.cpu_count() or 1
-    command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
-    command = re.sub(r"(://[^:/@\s]+):[^@\s]+@", r"\1:***@", command)  # no passwords printed
-    from idp.database import scratch_database
-
+    command = printable_command()
     instance_dir = Path(tempfile.mkdtemp(prefix="cp-bench-"))
     scratch = ExitStack()
-    pg_name = None
     backends: PgBackends | None = None
     server: Server | None = None
     rounds: list[Round] = []
     try:
-        if args.database_url:
-            database_url, pg_name = scratch.enter_context(
-                scratch_database(args.database_url, "cp_bench")
-            )
-            backends = PgBackends(args.database_url, pg_name)
-            database = f"postgresql, database {pg_name} (dropped afterwards)"
-        else:
-            database_url = f"sqlite:///{instance_dir / 'contactpoint.db'}"
-            database = "sqlite (WAL), in a temporary folder"
+        database_url, backends, database = bench_database(
+            scratch, args.database_url, instance_dir, "cp_bench")
         env = server_env(instance_dir, database_url)
         settings = load_bench_settings(env)
         a = settings.argon2

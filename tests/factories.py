@@ -81,6 +81,7 @@ class World:
         status: PersonStatus = PersonStatus.ACTIVE,
         clearance_days: int = 900,
         training_days: int = 900,
+        commit: bool = True,
     ) -> Member:
         self._count += 1
         today = self.container.clock.today()
@@ -104,7 +105,8 @@ class World:
         token, secret = u.otp.new_soft_token(person.id, organisation.id)
         token.state = TokenState.ACTIVE
         token.activated_at = now
-        u.commit()
+        if commit:  # many at once (load tests): the caller commits them together
+            u.commit()
         return Member(person, password, pin, secret)
 
     def newcomer(

@@ -69,8 +69,8 @@ class Node:
                 self.process.wait()
 
 
-def start_node(env: dict[str, str], log: Path, *args: str) -> Node:
-    port = unused_port()
+def start_node(env: dict[str, str], log: Path, *args: str, port: int | None = None) -> Node:
+    port = port or unused_port()
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [str(BIN / "contactpoint"), *args, "--bind", f"127.0.0.1:{port}"],
