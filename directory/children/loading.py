@@ -27,7 +27,18 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Boolean, Connection, Date, Enum, delete, insert, select, text, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Date,
+    Enum,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from core.audit import Auditor
@@ -56,6 +67,8 @@ BATCH = 2000
 # SQLite's page cache during a load (KiB), put back to the default afterwards.
 LOAD_CACHE_KIB = 1024 * 1024
 MAX_PROBLEMS = 200
+# What a first load writes into, its indexes rebuilt at the end.
+FIRST_LOAD_TABLES = ("child", "child_supply", "child_former_name", "child_involvement")
 SCHEMES = ("nhs_number", "pupil_number", "local_id")
 
 COLUMNS = (
@@ -352,11 +365,38 @@ class ChildLoader:
             select(Service.public_id, Service.id, Service.kind).where(Service.kind.in_(
                 (ServiceKind.SCHOOL, ServiceKind.EARLY_YEARS_SETTING,
                  ServiceKind.FURTHER_EDUCATION, ServiceKind.GP_PRACTICE))))}
+        self._next_id: int | None = None
+        self._first_load = False
+        restore: list[str] = []
+        try:
+            self._check_and_write(rows, source, file_label, progress, today, report, las,
+                                  services, restore)
+        except InvalidInput:
+            # The caller rolls back; the indexes go back anyway, so a caller
+            # that committed regardless would not leave tables without them.
+            self._restore_indexes(restore)
+            raise
+        self._restore_indexes(restore)
+        self.audit.record(
+            "children:imported", subject_type="child_file", subject_id=file_label[-80:],
+            organisation_id=source.id,
+            detail={"source": source.code, "rows": report.rows, "created": report.created,
+                    "updated": report.updated, "linked": report.linked,
+                    "unchanged": report.unchanged, "conflicts": report.conflicts,
+                    "first_load": self._first_load},
+        )
+        return report
+
+    def _check_and_write(self, rows: Iterable[tuple[int, dict[str, Any]]],
+                         source: Organisation, file_label: str, progress: Progress | None,
+                         today: date, report: LoadReport, las: Mapping[str, int],
+                         services: Mapping[str, tuple[int, ServiceKind]],
+                         restore: list[str]) -> None:
         seen_ids: dict[str, int] = {}
         seen_match: dict[str, int] = {}
         batch: list[_Row] = []
         problems = report.problems
-        self._next_id: int | None = None
+        written = False
         for number, raw in rows:
             report.rows += 1
             values, row_problems = self._check(raw, las, services, today)
@@ -385,6 +425,11 @@ class ChildLoader:
                 continue  # checking only, nothing more is written
             batch.append(row)
             if len(batch) >= BATCH:
+                if not written:
+                    # A full first batch: a large file. Into an empty directory
+                    # it is a first load, written without index upkeep.
+                    restore.extend(self._begin_first_load())
+                    written = True
                 self._write(batch, source.id, report)
                 batch = []
                 if progress:
@@ -395,14 +440,6 @@ class ChildLoader:
             self._write(batch, source.id, report)
         if progress:
             progress(report.rows)
-        self.audit.record(
-            "children:imported", subject_type="child_file", subject_id=file_label[-80:],
-            organisation_id=source.id,
-            detail={"source": source.code, "rows": report.rows, "created": report.created,
-                    "updated": report.updated, "linked": report.linked,
-                    "unchanged": report.unchanged, "conflicts": report.conflicts},
-        )
-        return report
 
     def _prepare(self, number: int, v: dict[str, Any], source_id: int) -> _Row:
         content = {
@@ -440,16 +477,73 @@ class ChildLoader:
         self._next_id += count
         return list(range(start, start + count))
 
+    def _begin_first_load(self) -> list[str]:
+        """When the directory holds no child yet, drop the child tables'
+        secondary indexes (and, on PostgreSQL, their unique constraints and the
+        foreign keys to the child table) for the rest of this transaction, and
+        return the statements that put them back.
+
+        Keys such as the match key, the directory's identifier and the
+        supplier's identifier digest are random, so every row inserted into
+        those indexes lands on a random page: once the indexes outgrow the
+        database's buffer cache (PostgreSQL's 128 MB here, at well under a
+        million records) each row costs several page reads and writes, and on
+        PostgreSQL a full-page image in the WAL after every checkpoint. Built
+        at the end by sorting, the same indexes take seconds. Nothing can be
+        matched against an empty directory, so no row needs them meanwhile;
+        rows that repeat each other within the file are caught in memory as
+        before. The DDL is part of the load's transaction: a failed load rolls
+        back to the indexes as they were. On PostgreSQL the child tables are
+        locked (ACCESS EXCLUSIVE) until the load commits: searches wait, but
+        there is nothing to find yet."""
+        connection = self.session.connection()
+        if connection.dialect.name == "postgresql":
+            if connection.exec_driver_sql("SELECT 1 FROM child LIMIT 1").first() is not None:
+                return []
+            connection.exec_driver_sql(
+                f"LOCK TABLE {', '.join(FIRST_LOAD_TABLES)} IN ACCESS EXCLUSIVE MODE")
+        else:
+            raw = connection.connection.driver_connection
+            if raw is not None and not raw.in_transaction:
+                # pysqlite opens a transaction only before DML; the DDL below
+                # must be inside the load's own.
+                connection.exec_driver_sql("BEGIN")
+        # Checked again under the lock: another load may have committed first.
+        if connection.exec_driver_sql("SELECT 1 FROM child LIMIT 1").first() is not None:
+            return []
+        drop, restore = deferred_index_statements(connection, FIRST_LOAD_TABLES)
+        for statement in drop:
+            connection.exec_driver_sql(statement)
+        self._first_load = True
+        return restore
+
+    def _restore_indexes(self, restore: list[str]) -> None:
+        if not restore:
+            return
+        connection = self.session.connection()
+        postgresql = connection.dialect.name == "postgresql"
+        if postgresql:
+            # For this transaction only: sorting a national load's keys in
+            # memory rather than in many temporary files.
+            connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
+        for statement in restore:
+            connection.exec_driver_sql(statement)
+        if postgresql:
+            # Fresh statistics before the first search, rather than whenever
+            # autovacuum next comes round (SQLite's PRAGMA optimize follows).
+            connection.exec_driver_sql(f"ANALYZE {', '.join(FIRST_LOAD_TABLES)}")
+
     def _write(self, batch: list[_Row], source_id: int, report: LoadReport) -> None:
         now = self.clock.now()
-        by_id = {r.id_digest: r for r in batch if r.id_digest}
+        by_id = {} if self._first_load else {r.id_digest: r for r in batch if r.id_digest}
         supplies: dict[int, ChildSupply] = {}  # row number -> supply
         if by_id:
             for supply in self.session.scalars(select(ChildSupply).where(
                     ChildSupply.organisation_id == source_id,
                     ChildSupply.id_digest.in_(list(by_id)))):
                 supplies[by_id[supply.id_digest].number] = supply  # type: ignore[index]
-        rest = {r.match_key: r for r in batch if r.number not in supplies}
+        rest = {} if self._first_load else {
+            r.match_key: r for r in batch if r.number not in supplies}
         matched: dict[int, Child] = {}
         if rest:
             for child in self.session.scalars(select(Child).where(
@@ -741,6 +835,57 @@ def bulk_insert(connection: Connection, table: str, rows: list[dict[str, Any]]) 
     # table and column names are our own model's, never input
     statement = f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608
     connection.exec_driver_sql(statement, tuples)
+
+
+def deferred_index_statements(connection: Connection, tables: Iterable[str]
+                              ) -> tuple[list[str], list[str]]:
+    """The statements that drop the secondary indexes of `tables` and those
+    that recreate them, read from the database's own catalogue so they match
+    what the migrations made. Primary keys stay. On PostgreSQL unique
+    constraints are dropped and added back as constraints, and foreign keys
+    between these tables too; foreign keys to other tables (organisations,
+    services) stay, since dropping one would lock that table as well."""
+    names = list(tables)
+    quote = connection.dialect.identifier_preparer.quote
+    drop: list[str] = []
+    restore: list[str] = []
+    if connection.dialect.name == "postgresql":
+        keys = connection.execute(text(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'f' "
+            "AND conrelid = ANY(CAST(:tables AS regclass[])) "
+            "AND confrelid = ANY(CAST(:tables AS regclass[])) ORDER BY 1, 2"),
+            {"tables": names}).all()
+        indexes = connection.execute(text(
+            "SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid), c.conname, "
+            "pg_get_constraintdef(c.oid) FROM pg_index x "
+            "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+            "LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.contype = 'u' "
+            "AND c.conrelid = x.indrelid "
+            "WHERE x.indrelid = ANY(CAST(:tables AS regclass[])) AND NOT x.indisprimary "
+            "ORDER BY 1, 2"), {"tables": names}).all()
+        for table, name, _definition in keys:
+            drop.append(f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(name)}")
+        for table, name, definition, constraint, constraint_definition in indexes:
+            if constraint is not None:
+                drop.append(f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(constraint)}")
+                restore.append(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(constraint)} "
+                               f"{constraint_definition}")
+            else:
+                drop.append(f"DROP INDEX {quote(name)}")
+                restore.append(definition)
+        restore.extend(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} {definition}"
+                       for table, name, definition in keys)
+        return drop, restore
+    # SQLite: indexes made by CREATE INDEX; those of UNIQUE constraints are part
+    # of their table (sql IS NULL) and cannot be dropped.
+    for name, definition in connection.execute(text(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            "AND tbl_name IN :tables ORDER BY tbl_name, name"
+            ).bindparams(bindparam("tables", expanding=True)), {"tables": names}):
+        drop.append(f"DROP INDEX {quote(name)}")
+        restore.append(definition)
+    return drop, restore
 
 
 def _nhs_ok(value: str) -> bool:
