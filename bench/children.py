@@ -21,10 +21,12 @@ import os
 import platform
 import random
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
@@ -75,27 +77,67 @@ def _setup(container: Container, las: int) -> tuple[list[str], Principal]:
     return codes, principal
 
 
-def _load(container: Container, folder: Path, count: int, codes: list[str]
-          ) -> tuple[float, float, float]:
+def _write_part(path: Path, count: int, codes: list[str], seed: int) -> None:
+    with path.open("w", newline="") as out:
+        write(records(count, la_codes=codes, districts=DISTRICTS, seed=seed), out)
+
+
+def _generate(path: Path, count: int, codes: list[str], first_seed: int) -> None:
+    """One CSV file of `count` records, generated in parts of at most a million
+    in a process per CPU (distinct seeds give distinct supplier identifiers),
+    then joined under one header."""
+    sizes = [min(FILE_ROWS, count - start) for start in range(0, count, FILE_ROWS)]
+    parts = [path.with_name(f"{path.stem}.part{n}") for n in range(len(sizes))]
+    with ProcessPoolExecutor(max_workers=min(len(parts), os.cpu_count() or 1)) as pool:
+        for done in [pool.submit(_write_part, part, size, codes, first_seed + n)
+                     for n, (part, size) in enumerate(zip(parts, sizes, strict=True))]:
+            done.result()
+    with path.open("wb") as out:
+        for n, part in enumerate(parts):
+            with part.open("rb") as handle:
+                header = handle.readline()
+                if n == 0:
+                    out.write(header)
+                shutil.copyfileobj(handle, out, 1 << 20)
+            part.unlink()
+
+
+def _backend_cpu(pid: int | None) -> float:
+    """CPU seconds of a PostgreSQL backend on this machine (None: SQLite)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _load(container: Container, folder: Path, count: int, codes: list[str], file_rows: int
+          ) -> tuple[float, float, float, float]:
     """(seconds generating files, seconds loading them, CPU seconds of this
-    process loading them: on a shared machine the fairer figure)"""
-    generated = loaded = cpu = 0.0
+    process loading them: on a shared machine the fairer figure, and CPU
+    seconds of the PostgreSQL backend doing the writing)"""
+    generated = loaded = cpu = backend = 0.0
     done = 0
     part = 0
     while done < count:
-        n = min(FILE_ROWS, count - done)
+        n = min(file_rows, count - done)
         path = folder / f"children-{part}.csv"
         started = time.perf_counter()
-        with path.open("w", newline="") as out:
-            write(records(n, la_codes=codes, districts=DISTRICTS, seed=part), out)
+        _generate(path, n, codes, part * 100)
         generated += time.perf_counter() - started
         started = time.perf_counter()
         cpu_started = time.process_time()
         rows, _total = read_rows(path)
         with container.unit(AuditContext(actor_label="cli:bench")) as unit:
+            pid = (unit.session.scalar(text("SELECT pg_backend_pid()"))
+                   if unit.session.get_bind().dialect.name == "postgresql" else None)
+            backend_started = _backend_cpu(pid)
             report = unit.child_loader.load(OPERATOR, rows, source_code=codes[0],
                                             file_label=path.name)
             unit.commit()
+            backend += _backend_cpu(pid) - backend_started
         loaded += time.perf_counter() - started
         cpu += time.process_time() - cpu_started
         assert report.created == n, report
@@ -104,7 +146,7 @@ def _load(container: Container, folder: Path, count: int, codes: list[str]
         part += 1
         print(f"  loaded {done:,} of {count:,} ({done / loaded:,.0f} records/s so far)",
               file=sys.stderr)
-    return generated, loaded, cpu
+    return generated, loaded, cpu, backend
 
 
 def _samples(container: Container, searches: int) -> list[tuple[str, date, str]]:
@@ -147,7 +189,8 @@ def _disk(container: Container, url: str) -> str:
     return f"{size / 2**30:.2f} GiB"
 
 
-def run(url: str, folder: Path, count: int, searches: int, las: int) -> list[tuple[str, str]]:
+def run(url: str, folder: Path, count: int, searches: int, las: int, file_rows: int
+        ) -> list[tuple[str, str]]:
     engine = make_engine(url)
     upgrade(engine)
     settings = load_settings(
@@ -159,7 +202,7 @@ def run(url: str, folder: Path, count: int, searches: int, las: int) -> list[tup
     keys = InstanceSecrets(session_key=secrets.token_bytes(32), data_key=secrets.token_bytes(32))
     container = Container(settings, secrets=keys, clock=SystemClock(), engine=engine)
     codes, principal = _setup(container, las)
-    generated, loaded, cpu = _load(container, folder, count, codes)
+    generated, loaded, cpu, backend = _load(container, folder, count, codes, file_rows)
     # Statistics, as a production database has them (autovacuum on PostgreSQL,
     # the loader's PRAGMA optimize on SQLite): without them SQLite may walk the
     # surname + date-of-birth index for a surname + district search.
@@ -175,6 +218,8 @@ def run(url: str, folder: Path, count: int, searches: int, las: int) -> list[tup
         ("records loaded", f"{count:,} in {loaded:,.1f} s (+{generated:,.0f} s generating)"),
         ("import rate", f"{count / loaded:,.0f} records/s "
                         f"({count / cpu:,.0f} per CPU-second of the loader's process)"),
+        ("loader CPU; database backend CPU", f"{cpu:,.1f} s; {backend:,.1f} s"
+                                             if backend else f"{cpu:,.1f} s; (in process)"),
         ("disk used", _disk(container, url)),
         ("surname + date of birth", f"p50 {dob50:.1f} ms, p99 {dob99:.1f} ms "
                                     f"({dob_found:.1f} found on average)"),
@@ -206,7 +251,8 @@ def main() -> int:
         else:
             url = f"sqlite:///{Path(tmp) / 'bench.db'}"
             backend = "SQLite (WAL)"
-        rows = run(url, Path(tmp), count, args.searches, args.las)
+        rows = run(url, Path(tmp), count, args.searches, args.las,
+                   count if args.national else FILE_ROWS)
     print(f"Child records, {count:,} synthetic, on {backend}; Python "
           f"{platform.python_version()}, one process, {os.cpu_count()} CPUs shared")
     for label, value in rows:
