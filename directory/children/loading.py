@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import hashlib
 import io
 import json
 import os
@@ -115,6 +116,13 @@ def read_rows(path: Path) -> tuple[Iterator[tuple[int, dict[str, Any]]], int]:
     if path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
         return _json_rows(path), total
     return _csv_rows(path), max(0, total - 1)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file as supplied, for the import's audit entry: which
+    exact file a body's load was, whatever it was called."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -329,6 +337,7 @@ class ChildLoader:
         source_code: str,
         file_label: str,
         progress: Progress | None = None,
+        digest: str | None = None,
     ) -> LoadReport:
         """Load every row or raise InvalidInput listing the problems; the
         caller commits (or rolls back)."""
@@ -345,7 +354,7 @@ class ChildLoader:
             # big load spends its time re-reading and re-writing them.
             self.session.execute(text(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}"))
         try:
-            report = self._load(operator, rows, source, file_label, progress, today)
+            report = self._load(operator, rows, source, file_label, progress, today, digest)
             if sqlite:
                 # SQLite keeps no statistics unless asked: without them it may
                 # pick the surname + date-of-birth index for a district search.
@@ -357,7 +366,7 @@ class ChildLoader:
 
     def _load(self, operator: Principal, rows: Iterable[tuple[int, dict[str, Any]]],
               source: Organisation, file_label: str, progress: Progress | None,
-              today: date) -> LoadReport:
+              today: date, digest: str | None) -> LoadReport:
         report = LoadReport(source=file_label)
         las = {code: oid for code, oid in self.session.execute(
             select(Organisation.code, Organisation.id)
@@ -384,7 +393,8 @@ class ChildLoader:
             detail={"source": source.code, "rows": report.rows, "created": report.created,
                     "updated": report.updated, "linked": report.linked,
                     "unchanged": report.unchanged, "conflicts": report.conflicts,
-                    "first_load": self._first_load},
+                    "first_load": self._first_load,
+                    **({"sha256": digest} if digest else {})},
         )
         return report
 
