@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.clock import Clock
 from core.db import Base, UTCDateTime
+from core.errors import FieldProblem, InvalidInput
 
 GENESIS = "0" * 64
 
@@ -177,8 +179,14 @@ def _entries(session: Session) -> Iterator[AuditEntry]:
     yield from session.scalars(stmt)
 
 
-def verify_chain(session: Session) -> ChainReport:
-    """Walk the chain in order and name the first entry that does not fit."""
+def verify_chain(session: Session, checkpoints: Iterable[Checkpoint] = ()) -> ChainReport:
+    """Walk the chain in order and name the first entry that does not fit.
+
+    The chain alone cannot show a rewrite by someone who recomputes every hash
+    from the edit onwards, or who cuts the tail and moves `audit_head` back:
+    checkpoints written down outside the database can, so each one given must
+    still be in the log with the hash it had."""
+    expected = {c.seq: c.hash for c in checkpoints}
     expected_prev = GENESIS
     expected_seq = 1
     checked = 0
@@ -191,6 +199,12 @@ def verify_chain(session: Session) -> ChainReport:
             )
         if entry_hash(entry) != entry.hash:
             return ChainReport(checked, entry.seq, f"entry {entry.seq} was altered")
+        if expected.get(entry.seq, entry.hash) != entry.hash:
+            return ChainReport(
+                checked, entry.seq,
+                f"entry {entry.seq} differs from its checkpoint: the log was rewritten "
+                f"at or before entry {entry.seq}",
+            )
         expected_prev = entry.hash
         expected_seq += 1
         checked += 1
@@ -199,4 +213,67 @@ def verify_chain(session: Session) -> ChainReport:
         return ChainReport(
             checked, checked + 1, f"entries after {checked} were removed (head is at {head.seq})"
         )
+    beyond = [seq for seq in expected if seq > checked]
+    if beyond:
+        return ChainReport(
+            checked, checked + 1,
+            f"entries after {checked} were removed (a checkpoint names entry {max(beyond)})",
+        )
     return ChainReport(checked, None, None)
+
+
+# -- checkpoints: the chain's head written down where the database cannot reach ------
+
+_CHECKPOINT_LINE = re.compile(r"audit-checkpoint (\d{1,18}) ([0-9a-f]{64})(?: \S+)?")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The log's head at one moment (`audit-checkpoint SEQ HASH [TIME]`).
+
+    Kept outside the database (an append-only file on another system, the log
+    shipper, a printed report), so that someone with database rights who cuts
+    the tail or recomputes the chain cannot also rewrite what was written down."""
+
+    seq: int
+    hash: str
+
+    def line(self, at: datetime | None = None) -> str:
+        text_ = f"audit-checkpoint {self.seq} {self.hash}"
+        return f"{text_} {at.isoformat(timespec='seconds')}" if at else text_
+
+
+def current_checkpoint(session: Session) -> Checkpoint:
+    head = session.get(AuditHead, 1)
+    if head is None:
+        raise RuntimeError("audit_head is missing: run `contactpoint db upgrade`")
+    return Checkpoint(int(head.seq), head.last_hash)
+
+
+def parse_checkpoints(lines: Iterable[str], source: str) -> list[Checkpoint]:
+    """Checkpoint lines as `current_checkpoint` writes them; blank lines and `#`
+    comments are skipped. Every bad line is named, and one entry with two
+    different hashes is refused: a checkpoint file must not contradict itself."""
+    problems: list[FieldProblem] = []
+    found: dict[int, tuple[str, int]] = {}
+    for number, raw in enumerate(lines, start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _CHECKPOINT_LINE.fullmatch(line)
+        if match is None:
+            problems.append(FieldProblem(
+                "checkpoint", "expected 'audit-checkpoint SEQ HASH [TIME]'",
+                row=number, source=source))
+            continue
+        seq, hash_ = int(match.group(1)), match.group(2)
+        earlier = found.get(seq)
+        if earlier is not None and earlier[0] != hash_:
+            problems.append(FieldProblem(
+                "checkpoint", f"entry {seq} has another hash on line {earlier[1]}",
+                row=number, source=source))
+            continue
+        found.setdefault(seq, (hash_, number))
+    if problems:
+        raise InvalidInput(problems)
+    return [Checkpoint(seq, hash_) for seq, (hash_, _line) in sorted(found.items())]

@@ -91,6 +91,9 @@ class Person(Base):
     clearance_expires_on: Mapped[date | None] = mapped_column(Date)
     training_expires_on: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # A keyed digest of the home postcode the identity check saw, never the
+    # postcode: enough to tell that a child record viewed is at their address.
+    home_postcode_key: Mapped[str | None] = mapped_column(String(32))
 
     positions: Mapped[list[Position]] = relationship(
         back_populates="person", lazy="selectin", order_by="Position.id"

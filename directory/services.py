@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from core.audit import Auditor
 from core.clock import Clock
+from core.crypto import SecretDigester
 from core.errors import FieldProblem, InvalidInput, NotAllowed, NotFound
 from directory.models import Organisation, Person, PersonStatus, Position, Role
 from directory.service import DirectoryService, Principal, access_blockers
@@ -99,6 +100,13 @@ def normalise_postcode(raw: str) -> tuple[str, str] | None:
         return None
     outward, inward = compact[:-3], compact[-3:]
     return f"{outward} {inward}", outward
+
+
+def home_postcode_key(digester: SecretDigester, postcode: str) -> str:
+    """A person's home postcode as kept: a keyed digest that can be compared
+    with a child's address but never read back (a postcode has too little
+    entropy for an unkeyed hash). `postcode` is normalised first."""
+    return digester.digest("home-postcode\x1f" + re.sub(r"\s+", "", postcode).upper())[:32]
 
 
 def _text(raw: Mapping[str, object], name: str) -> str:

@@ -134,6 +134,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     # Protocol endpoints: clients authenticate themselves; there is no form to forge.
     for endpoint in ("par", "userinfo", "introspect", "revoke"):
         csrf.exempt(f"idp.oidc.views.{endpoint}")
+    from idp.admin import staff_alerts as _staff_alerts  # noqa: F401  (its routes)
     from idp.admin.views import blueprint as admin
 
     app.register_blueprint(admin)

@@ -21,7 +21,13 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
-from core.audit import AuditContext, verify_chain
+from core.audit import (
+    AuditContext,
+    Checkpoint,
+    current_checkpoint,
+    parse_checkpoints,
+    verify_chain,
+)
 from core.errors import ConfigurationError, DomainError
 from core.settings import load_settings
 from directory.models import OrganisationKind, Role
@@ -497,17 +503,45 @@ def audit() -> None:
 
 
 @audit.command("verify")
+@click.option("--checkpoints", "checkpoint_files", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="a file of checkpoints written by `audit checkpoint` (repeatable): "
+                   "each must still be in the log with the same hash")
 @cli_errors
-def audit_verify() -> None:
+def audit_verify(checkpoint_files: tuple[Path, ...]) -> None:
     """Check the hash chain; name the first entry that does not fit."""
+    checkpoints: list[Checkpoint] = []
+    for path in checkpoint_files:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            checkpoints += parse_checkpoints(handle, str(path))
     container = _container()
     with _unit(container) as unit:
-        report = verify_chain(unit.session)
+        report = verify_chain(unit.session, checkpoints)
     if report.ok:
-        click.echo(f"audit chain intact: {report.checked} entries")
+        against = f", {len(checkpoints)} checkpoints matched" if checkpoints else ""
+        click.echo(f"audit chain intact: {report.checked} entries{against}")
         return
     click.echo(f"audit chain broken at entry {report.first_bad_seq}: {report.problem}", err=True)
     sys.exit(1)
+
+
+@audit.command("checkpoint")
+@click.option("--append", "append_to", type=click.Path(dir_okay=False, path_type=Path),
+              help="also append the line to this file (keep it off the database's machine)")
+@cli_errors
+def audit_checkpoint(append_to: Path | None) -> None:
+    """Print the log's head as a checkpoint line, to be kept outside the database.
+
+    Run it from cron; `audit verify --checkpoints FILE` then catches a tail cut
+    off, or a chain recomputed, by someone with rights over the database."""
+    container = _container()
+    with _unit(container) as unit:
+        point = current_checkpoint(unit.session)
+        line = point.line(unit.clock.now())
+    if append_to is not None:
+        with append_to.open("a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    click.echo(line)
 
 
 @main.group()

@@ -337,7 +337,8 @@ class Unit:
         """Child records: search, view, shielding, contact, alerts, retention."""
         c = self.container
         return ChildrenService(
-            self.session, self.clock, self.audit, c.cipher, c.settings.children, self.directory
+            self.session, self.clock, self.audit, c.cipher, c.settings.children, self.directory,
+            c.digester,
         )
 
     @cached_property

@@ -130,6 +130,8 @@ class IdentityCheck(Base):
     method: Mapped[IdentityMethod] = mapped_column(_enum(IdentityMethod, "identity_method"))
     checked_on: Mapped[date] = mapped_column(Date, nullable=False)
     evidence_reference: Mapped[str] = mapped_column(String(100), nullable=False)
+    # The home postcode seen on the evidence, as a keyed digest (see Person).
+    home_postcode_key: Mapped[str | None] = mapped_column(String(32))
     recorded_by_id: Mapped[int | None] = mapped_column(ForeignKey("person.id"))
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 

@@ -25,6 +25,7 @@ from core.settings import Settings
 from directory.accreditation import LAPSE_PREFIX
 from directory.models import Organisation, Person, PersonStatus, Role
 from directory.service import DirectoryService, Principal, access_blockers
+from directory.services import home_postcode_key, normalise_postcode
 from tokens.activation import ActivationService
 from tokens.sessions import SessionService
 from vetting.errors import AlreadyDecided, CannotClear, ChecksIncomplete, UnknownApplication
@@ -310,9 +311,18 @@ class VettingService:
         method: IdentityMethod,
         checked_on: date,
         evidence_reference: str,
+        home_postcode: str = "",
     ) -> IdentityCheck:
+        """`home_postcode`, as seen on the evidence, is kept only as a keyed
+        digest: the children's directory compares it with the records the
+        person opens, to alert on a look at their own address."""
         app = self._open(actor, application_id)
         problems = []
+        postcode = normalise_postcode(home_postcode) if home_postcode.strip() else None
+        if home_postcode.strip() and postcode is None:
+            problems.append(
+                FieldProblem("home_postcode", "Enter a real UK postcode, like NE1 4AB")
+            )
         if checked_on > self.clock.today():
             problems.append(
                 FieldProblem("checked_on", "The date of the check must be today or in the past")
@@ -332,6 +342,8 @@ class VettingService:
             method=method,
             checked_on=checked_on,
             evidence_reference=evidence_reference.strip(),
+            home_postcode_key=(home_postcode_key(self.activation.digester, postcode[0])
+                               if postcode else None),
             recorded_by_id=actor.person_id,
             recorded_at=self.clock.now(),
         )
@@ -343,7 +355,8 @@ class VettingService:
             subject_type="application",
             subject_id=app.id,
             organisation_id=app.organisation_id,
-            detail={"confidence": confidence.value, "method": method.value},
+            detail={"confidence": confidence.value, "method": method.value,
+                    "home_postcode_recorded": postcode is not None},
         )
         return check
 
@@ -539,6 +552,8 @@ class VettingService:
             training_expires_on=training_until,
         )
         self.directory.add_position(person, app.organisation, app.role, self.clock.today())
+        if app.identity_check is not None:
+            person.home_postcode_key = app.identity_check.home_postcode_key
         app.person_id = person.id
         if app.certificate is not None:
             app.certificate.person_id = person.id

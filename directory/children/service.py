@@ -17,6 +17,7 @@ order or page boundary can give one away. Sort orders use visible fields only.
 from __future__ import annotations
 
 import enum
+import hmac
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,9 +30,10 @@ from sqlalchemy.orm import Session
 
 from core.audit import AuditEntry, Auditor
 from core.clock import Clock
-from core.crypto import DataCipher
+from core.crypto import DataCipher, SecretDigester
 from core.errors import FieldProblem, InvalidInput, NotAllowed, NotFound
 from core.settings import ChildrenSettings
+from directory.administration import Act, may
 from directory.children.errors import AlreadyDecided, NoChildAccess, UnknownChild, UnknownRequest
 from directory.children.loading import ChildLoader
 from directory.children.models import (
@@ -50,8 +52,9 @@ from directory.children.models import (
     ShieldDecision,
 )
 from directory.children.rules import district_key, months_after, name_key, years_before
-from directory.models import Organisation, OrganisationKind, Person, PersonStatus, Role
+from directory.models import Organisation, OrganisationKind, Person, PersonStatus, Position, Role
 from directory.service import DirectoryService, Principal, access_blockers, current_positions
+from directory.services import home_postcode_key
 from directory.services_models import Service
 
 # Roles whose work is with children; admins and vetting officers have no need.
@@ -90,6 +93,7 @@ class AlertRule(enum.StrEnum):
     OUT_OF_HOURS = "out_of_hours"
     OUT_OF_AREA = "out_of_area"
     SHIELD_OVERRIDE = "shield_override"
+    OWN_ADDRESS = "own_address"
 
 
 class SortOrder(enum.StrEnum):
@@ -259,6 +263,24 @@ class ContactRequestView:
     decided_at: datetime | None
 
 
+@dataclass(frozen=True)
+class StaffAlert:
+    """An alert about one of an organisation's own staff, as their manager sees
+    it: who, which rule, when, whether the account was suspended and which team
+    investigates. Never the child or the search: a manager has no need to know
+    whom the person looked for, and the investigating team has it all."""
+
+    id: int
+    rule: str
+    raised_at: datetime
+    person_id: int
+    username: str
+    person_name: str
+    suspended: bool
+    team: str
+    closed_at: datetime | None
+
+
 def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -271,6 +293,7 @@ class ChildrenService:
     cipher: DataCipher
     settings: ChildrenSettings
     directory: DirectoryService
+    digester: SecretDigester
 
     # --- who may do what -------------------------------------------------
 
@@ -824,6 +847,16 @@ class ChildrenService:
             organisation_id=la_id, actor_id=actor.person.id, actor_label=actor.person.username,
             detail={"rule": rule.value, "alert": alert.id, "suspended": suspend, **detail},
         )
+        # DOMAIN.md: the team investigates and the user's manager is told. The
+        # manager (the admins of each organisation the person works in) reads
+        # it in their organisation's audit trail and on the console's alerts page.
+        for organisation_id in sorted(actor.organisation_ids - {la_id}):
+            self.audit.record(
+                "children:alert_manager_told", subject_type="person",
+                subject_id=actor.person.id, organisation_id=organisation_id,
+                actor_id=actor.person.id, actor_label=actor.person.username,
+                detail={"rule": rule.value, "alert": alert.id, "suspended": suspend},
+            )
         if suspend:
             # From the next request on: this one's answer is already in the audit log.
             self.directory.set_status(
@@ -847,6 +880,8 @@ class ChildrenService:
         where = {"child": child.identifier} if child else {}
         if surname is not None and surname == name_key(person.family_name):
             self._alert(actor, AlertRule.OWN_SURNAME, la_id, child, {"surname": surname})
+        if child is not None and self._at_home_of(person, child):
+            self._alert(actor, AlertRule.OWN_ADDRESS, la_id, child, where)
         since = now - timedelta(hours=1)
         limit = self.settings.volume_per_hour
         # Counted only as far as the limit: the rule asks whether it was passed,
@@ -876,6 +911,18 @@ class ChildrenService:
                 self._alert(actor, AlertRule.OUT_OF_AREA, la_id, child,
                             {"district": district, **where})
 
+    def _at_home_of(self, person: Person, child: Child) -> bool:
+        """Whether the child lives at the person's home postcode (as the
+        identity check saw it): looking up your own household, or your
+        neighbours', is what the audit of 2009 found people "testing" with."""
+        if person.home_postcode_key is None or not child.address_enc:
+            return False
+        address = json.loads(
+            self.cipher.decrypt_text(child.address_enc, f"child:{child.public_id}:address"))
+        postcode = str(address.get("postcode") or "")
+        return bool(postcode) and hmac.compare_digest(
+            home_postcode_key(self.digester, postcode), person.home_postcode_key)
+
     def alerts(self, principal: Principal, *, open_only: bool = True) -> list[ChildAlert]:
         actor = self._team(principal)
         stmt = select(ChildAlert).where(ChildAlert.organisation_id.in_(actor.team_las))
@@ -883,6 +930,38 @@ class ChildrenService:
             stmt = stmt.where(ChildAlert.closed_at.is_(None))
         return list(self.session.scalars(stmt.order_by(ChildAlert.raised_at.desc(),
                                                        ChildAlert.id.desc()).limit(200)))
+
+    def staff_alerts(self, principal: Principal, organisation_id: int, *,
+                     open_only: bool = False, limit: int = 200) -> list[StaffAlert]:
+        """Alerts about the people who worked in the organisation when each was
+        raised, for those who manage its staff, newest first."""
+        if not may(principal, Act.READ_AUDIT, organisation_id):
+            raise NotAllowed()
+        team = Organisation.__table__.alias("team")
+        staff = select(Position.person_id).where(Position.organisation_id == organisation_id)
+        stmt = (
+            select(ChildAlert, Person, team.c.name)
+            .join(Person, Person.id == ChildAlert.person_id)
+            .join(team, team.c.id == ChildAlert.organisation_id)
+            .where(ChildAlert.person_id.in_(staff))
+            .order_by(ChildAlert.raised_at.desc(), ChildAlert.id.desc())
+        )
+        if open_only:
+            stmt = stmt.where(ChildAlert.closed_at.is_(None))
+        found: list[StaffAlert] = []
+        for alert, person, team_name in self.session.execute(stmt):
+            raised_on = alert.raised_at.date()
+            if not any(p.organisation_id == organisation_id and p.current_on(raised_on)
+                       for p in person.positions):
+                continue  # raised before they joined or after they left
+            found.append(StaffAlert(
+                id=alert.id, rule=alert.rule, raised_at=alert.raised_at, person_id=person.id,
+                username=person.username, person_name=person.display_name,
+                suspended=alert.suspended, team=team_name, closed_at=alert.closed_at,
+            ))
+            if len(found) >= limit:
+                break
+        return found
 
     def all_alerts(self, operator: Principal) -> list[ChildAlert]:
         """Every open alert, for the platform (the CLI on the server)."""

@@ -75,6 +75,14 @@ class IdentityForm(FlaskForm):  # type: ignore[misc]
         widget=GovTextInput(),
         validators=[InputRequired("Enter the evidence reference"), Length(max=100)],
     )
+    home_postcode = StringField(
+        "Home postcode (optional)",
+        description="As shown on the evidence of address. Kept only as a digest, to warn "
+                    "the local authority team if this person opens a child's record at "
+                    "their own address",
+        widget=GovTextInput(),
+        validators=[Length(max=10)],
+    )
     submit = SubmitField("Record identity check", widget=GovSubmitInput())
 
 

@@ -188,6 +188,7 @@ def identity(application_id: int) -> Response | tuple[str, int]:
             method=IdentityMethod(form.method.data),
             checked_on=form.checked_on.data,
             evidence_reference=form.evidence_reference.data or "",
+            home_postcode=form.home_postcode.data or "",
         )
         return "Identity check recorded"
 

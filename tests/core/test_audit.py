@@ -13,8 +13,19 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from core.audit import GENESIS, AuditContext, AuditEntry, AuditHead, entry_hash, verify_chain
+from core.audit import (
+    GENESIS,
+    AuditContext,
+    AuditEntry,
+    AuditHead,
+    Checkpoint,
+    current_checkpoint,
+    entry_hash,
+    parse_checkpoints,
+    verify_chain,
+)
 from core.clock import FrozenClock
+from core.errors import InvalidInput
 from idp.container import Container
 
 ENTRIES = 40
@@ -320,3 +331,107 @@ def test_entries_are_counted_once_across_concurrent_units(container: Container) 
     assert report.ok
     with container.unit() as u:
         assert u.session.scalar(select(func.count()).select_from(AuditEntry)) == 3
+
+
+# -- checkpoints kept outside the database -------------------------------------------
+
+
+def take_checkpoint(container: Container) -> Checkpoint:
+    with container.unit() as u:
+        return current_checkpoint(u.session)
+
+
+def checkpoint_of(container: Container, seq: int) -> Checkpoint:
+    """The checkpoint that was taken when entry `seq` was the head."""
+    with container.unit() as u:
+        entry = u.session.get(AuditEntry, seq)
+        assert entry is not None
+        return Checkpoint(seq, entry.hash)
+
+
+def verify_chain_with(container: Container, points: list[Checkpoint]):  # type: ignore[no-untyped-def]
+    with container.unit() as u:
+        return verify_chain(u.session, points)
+
+
+def recompute_chain_from(engine: Engine, container: Container, seq: int) -> None:
+    """What an attacker with the database and this source code can do: edit an
+    entry, then recompute every hash after it and move the head along."""
+    with container.unit() as u:
+        entries = list(u.session.scalars(
+            select(AuditEntry).where(AuditEntry.seq >= seq).order_by(AuditEntry.seq)))
+        before = u.session.get(AuditEntry, seq - 1)
+        prev = before.hash if before is not None else GENESIS
+        entries[0].outcome = "success" if entries[0].outcome == "failure" else "failure"
+        for entry in entries:
+            entry.prev_hash = prev
+            entry.hash = prev = entry_hash(entry)
+        u.session.flush()
+        u.session.execute(text("UPDATE audit_head SET last_hash = :h"), {"h": prev})
+        u.commit()
+
+
+def cut_tail_and_move_head(engine: Engine, container: Container, keep: int) -> None:
+    with container.unit() as u:
+        last = u.session.get(AuditEntry, keep)
+        assert last is not None
+        last_hash = last.hash
+    run_sql(engine, "DELETE FROM audit_entry WHERE seq > :k", k=keep)
+    run_sql(engine, "UPDATE audit_head SET seq = :k, last_hash = :h", k=keep, h=last_hash)
+
+
+def test_a_checkpoint_of_an_intact_log_matches(container: Container, clock: FrozenClock) -> None:
+    record_many(container, clock, 8)
+    early = take_checkpoint(container)
+    assert early.seq == 8
+    record_many(container, clock, 8)
+    report = verify_chain_with(container, [early, take_checkpoint(container)])
+    assert report.ok, report.problem
+    assert report.checked == 16
+
+
+def test_a_cut_tail_with_the_head_moved_back_passes_alone_but_not_a_checkpoint(
+    container: Container, clock: FrozenClock, without_triggers: Engine
+) -> None:
+    record_many(container, clock)
+    point = take_checkpoint(container)
+    cut_tail_and_move_head(without_triggers, container, 30)
+    assert chain(container).ok  # the blind spot the checkpoint closes
+    report = verify_chain_with(container, [point])
+    assert not report.ok
+    assert report.checked == 30
+    assert report.first_bad_seq == 31
+    assert report.problem is not None and f"entry {ENTRIES}" in report.problem
+
+
+def test_a_recomputed_chain_passes_alone_but_not_a_checkpoint(
+    container: Container, clock: FrozenClock, without_triggers: Engine
+) -> None:
+    record_many(container, clock)
+    point = checkpoint_of(container, 25)
+    before_edit = checkpoint_of(container, 11)
+    recompute_chain_from(without_triggers, container, 12)
+    assert chain(container).ok
+    report = verify_chain_with(container, [point])
+    assert report.first_bad_seq == 25
+    assert report.problem is not None and "at or before entry 25" in report.problem
+    # A checkpoint taken before the edited entry still matches: it cannot see it.
+    assert verify_chain_with(container, [before_edit]).ok
+
+
+def test_checkpoint_lines_round_trip_and_bad_lines_are_named(
+    container: Container, clock: FrozenClock
+) -> None:
+    record_many(container, clock, 4)
+    point = take_checkpoint(container)
+    line = point.line(clock.now())
+    other = "f" * 64
+    assert parse_checkpoints(["# hourly", "", line, line], "cp.txt") == [point]
+    with pytest.raises(InvalidInput) as raised:
+        parse_checkpoints([line, "audit-checkpoint x y", f"audit-checkpoint {point.seq} {other}"],
+                          "cp.txt")
+    described = [p.describe() for p in raised.value.problems]
+    assert described == [
+        "cp.txt, row 2, checkpoint: expected 'audit-checkpoint SEQ HASH [TIME]'",
+        f"cp.txt, row 3, checkpoint: entry {point.seq} has another hash on line 1",
+    ]

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from core.audit import AuditEntry
 from core.clock import FrozenClock
+from directory.children.models import ChildAlert
 from directory.models import (
     Accreditation,
     Organisation,
@@ -196,3 +197,32 @@ def test_the_audit_trail_page_shows_the_organisations_entries_with_reasons(
             ).one()
             == "admin:audit:read"
         )
+
+
+def test_the_managers_see_alerts_about_their_own_staff_and_nothing_of_the_child(
+    container: Container, world: World, cast: Cast, browser: Browser, app: Flask
+) -> None:
+    officer = world.member(cast.other, given_name="Oscar", family_name="Outsider")
+    other_admin = world.member(cast.other, Role.ORGANISATION_ADMIN, given_name="Orla")
+    with container.unit() as unit:
+        now = unit.clock.now()
+        for member, rule in ((cast.staff, "own_surname"), (officer, "out_of_hours")):
+            unit.session.add(ChildAlert(
+                rule=rule, person_id=member.person.id, organisation_id=cast.org.id,
+                detail={"surname": "Secretsurname"}, suspended=False, raised_at=now))
+        unit.commit()
+    path = f"/admin/organisations/{cast.org.id}/staff-alerts"
+    browser.sign_in(cast.admin, container)
+    assert path in text_of(browser.client.get(f"/admin/organisations/{cast.org.id}"))
+    page = text_of(browser.client.get(path))
+    assert cast.staff.username in page and "own surname" in page
+    assert "Northshire County Council" in page  # the investigating team
+    assert officer.username not in page and "out of hours" not in page
+    assert "Secretsurname" not in page
+    browser.client.get("/sign-out")
+
+    other = Browser(app.test_client())
+    other.sign_in(other_admin, container)
+    assert other.client.get(path).status_code in (403, 404)
+    theirs = text_of(other.client.get(f"/admin/organisations/{cast.other.id}/staff-alerts"))
+    assert officer.username in theirs and cast.staff.username not in theirs

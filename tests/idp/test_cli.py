@@ -231,6 +231,54 @@ def test_audit_verify_passes_an_intact_chain_and_names_a_tampered_entry(cli: Cli
         assert unit.session.get(AuditEntry, 5) is not None
 
 
+def test_audit_checkpoints_catch_a_cut_tail_that_the_chain_alone_cannot(
+    cli: Cli, tmp_path: Path
+) -> None:
+    assert cli("demo", "load").exit_code == 0
+    kept = tmp_path / "checkpoints.txt"
+    taken = cli("audit", "checkpoint", "--append", str(kept))
+    assert taken.exit_code == 0
+    line = taken.output.strip()
+    assert re.fullmatch(r"audit-checkpoint \d+ [0-9a-f]{64} \S+", line)
+    assert kept.read_text().splitlines() == [line]
+    seq = int(line.split()[1])
+    assert cli("audit", "verify", "--checkpoints", str(kept)).output == (
+        f"audit chain intact: {seq} entries, 1 checkpoints matched\n")
+
+    container = cli.container()
+    restore = _drop_append_only_trigger(container)
+    try:
+        with container.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.execute(text("DROP TRIGGER audit_entry_no_delete"))
+            keep = seq - 3
+            last = conn.execute(text("SELECT hash FROM audit_entry WHERE seq = :k"),
+                                {"k": keep}).scalar_one()
+            conn.execute(text("DELETE FROM audit_entry WHERE seq > :k"), {"k": keep})
+            conn.execute(text("UPDATE audit_head SET seq = :k, last_hash = :h"),
+                         {"k": keep, "h": last})
+        assert cli("audit", "verify").exit_code == 0  # the blind spot
+        caught = cli("audit", "verify", "--checkpoints", str(kept))
+        assert caught.exit_code == 1
+        assert f"audit chain broken at entry {keep + 1}: entries after {keep} were removed" \
+            in caught.output
+    finally:
+        if restore:
+            with container.engine.begin() as conn:
+                conn.execute(text(restore))
+
+
+def test_audit_verify_names_a_bad_checkpoint_line(cli: Cli, tmp_path: Path) -> None:
+    assert cli("db", "upgrade").exit_code == 0
+    bad = tmp_path / "cp.txt"
+    bad.write_text("# taken hourly\naudit-checkpoint twelve abc\n")
+    result = cli("audit", "verify", "--checkpoints", str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}, row 2, checkpoint: expected 'audit-checkpoint SEQ HASH [TIME]'" \
+        in result.output
+    assert "Traceback" not in result.output
+
+
 def test_accounts_unlock(cli: Cli) -> None:
     assert cli("demo", "load").exit_code == 0
     container = cli.container()

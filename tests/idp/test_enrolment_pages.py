@@ -27,7 +27,7 @@ from tests.idp.conftest import (
     totp_secret_on,
 )
 from tokens.errors import ActivationFailed
-from vetting.models import Application, ApplicationState
+from vetting.models import Application, ApplicationState, IdentityCheck
 
 NEW_PASSWORD = "granite lemon parachute 58"
 NEW_PIN = "602851"
@@ -475,3 +475,31 @@ def test_nobody_but_the_organisations_sponsor_confirms_a_proposal(
     assert response.status_code == (403 if who == "platform_admin" else 404)
     stored = _application(container, application_id)
     assert stored.state is ApplicationState.PROPOSED and stored.sponsor_id is None
+
+
+def test_the_home_postcode_is_optional_and_a_bad_one_is_named(
+    app: Flask, container: Container, world: World, cast: Cast
+) -> None:
+    application_id = _sponsor(app, container, cast)
+    officer = cast.browser(app, container, "officer_a")
+    page = f"/applications/{application_id}"
+    fields = {
+        "identity-confidence": "high",
+        "identity-method": "face_to_face",
+        "identity-checked_on": gov_date(container.clock.today()),
+        "identity-evidence_reference": "NCC-ID-0099",
+    }
+    assert 'id="identity-home_postcode"' in text_of(officer.client.get(page))
+    bad = officer.submit(f"{page}/identity", {**fields, "identity-home_postcode": "NE1 XYZ"},
+                         page=page, prefix="identity")
+    assert bad.status_code == 400
+    assert 'href="#identity-home_postcode"' in error_summary(bad)
+    assert "Enter a real UK postcode" in error_summary(bad)
+    assert _application(container, application_id).identity_check is None
+    good = officer.submit(f"{page}/identity", {**fields, "identity-home_postcode": "ne1 4ab"},
+                          page=page, prefix="identity")
+    assert _location(good) == page
+    with container.unit() as unit:
+        key = unit.session.scalar(select(IdentityCheck.home_postcode_key).where(
+            IdentityCheck.application_id == application_id))
+    assert key is not None and len(key) == 32

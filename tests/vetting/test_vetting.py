@@ -24,6 +24,7 @@ from directory.models import (
     PersonStatus,
     Role,
 )
+from directory.services import home_postcode_key
 from idp.container import Container
 from tests.factories import Member, World, sign_in
 from tokens.attempts import Client
@@ -413,6 +414,8 @@ def test_only_officers_of_the_registration_authority_record_checks(
         ("certificate", {"issued_on": date(2023, 11, 24)}, "issued_on"),  # too old to clear
         ("identity", {"checked_on": date(2026, 11, 26)}, "checked_on"),
         ("identity", {"evidence_reference": "   "}, "evidence_reference"),
+        ("identity", {"home_postcode": "NE1"}, "home_postcode"),
+        ("identity", {"home_postcode": "not a postcode"}, "home_postcode"),
         ("training", {"completed_on": date(2026, 11, 26)}, "completed_on"),
         ("agreement", {"signed_on": date(2026, 11, 26)}, "signed_on"),
     ],
@@ -991,3 +994,32 @@ def test_officers_of_another_authority_may_not_renew(
     stranger = world.member(world.organisation("Southshire Council"), Role.VETTING_OFFICER)
     with pytest.raises(NotAllowed):
         renew(container, world, stranger, practitioner)
+
+
+def test_the_home_postcode_seen_at_the_identity_check_reaches_the_person_as_a_digest_only(
+    container: Container, world: World, cast: Cast
+) -> None:
+    person_id, _letter = enrol(container, world, cast, identity={"home_postcode": "ne1  4ab"})
+    with container.unit() as unit:
+        person = unit.directory.person(person_id)
+        key = person.home_postcode_key
+        assert key is not None and len(key) == 32
+        # The same postcode however typed; no trace of the postcode itself.
+        assert key == home_postcode_key(container.digester, "NE14AB")
+        assert key != home_postcode_key(container.digester, "NE1 4AC")
+        rows = unit.session.execute(text(
+            "SELECT p.home_postcode_key, i.home_postcode_key FROM person p, identity_check i "
+            "WHERE p.id = :p"), {"p": person_id}).all()
+        assert rows
+        assert all("NE1" not in str(value).upper() for row in rows for value in row)
+    with container.unit() as unit:
+        detail = unit.session.scalars(select(AuditEntry.detail).where(
+            AuditEntry.tag == "vetting:identity_check:recorded")).one()
+    assert detail["home_postcode_recorded"] is True
+    assert "NE1" not in str(detail).upper()
+
+    # Without one (it is optional), the person has none.
+    other_id, _ = enrol(container, world, cast)
+    with container.unit() as unit:
+        assert unit.directory.person(other_id).home_postcode_key is None
+

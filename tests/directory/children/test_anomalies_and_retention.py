@@ -7,12 +7,14 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import update
 
 from core.errors import NotAllowed
-from directory.children.models import ChildRightKind
+from directory.children.models import ChildAlert, ChildRightKind
 from directory.children.rules import years_before
 from directory.children.service import ChildQuery, ChildrenService
-from directory.models import PersonStatus
+from directory.models import PersonStatus, Position, Role
+from directory.services import home_postcode_key
 from idp.container import Unit
 from tests.directory.children.conftest import OPERATOR, REASON, Kids, audit_entries, row
 from tests.factories import World
@@ -243,3 +245,83 @@ def test_a_view_of_an_unknown_record_is_audited(kids: Kids) -> None:
     with kids.container.unit() as unit, pytest.raises(UnknownChild):
         unit.children.view(kids.p(kids.practitioner), REASON, "no-such-record")
     assert [e.outcome for e in audit_entries(kids, "children:view")] == ["not_found"]
+
+
+def test_the_managers_of_the_persons_organisation_are_told_and_see_nothing_of_the_child(
+    kids: Kids, world: World
+) -> None:
+    """DOMAIN.md: the team investigates and the user's manager is told. The
+    constable's force is told (its trail and its alerts list); the team of the
+    district searched investigates; the manager learns nothing of the search."""
+    kids.load([row(surname="Bobby")])
+    police_admin = world.member(kids.police, Role.ORGANISATION_ADMIN, family_name="Chief")
+    council_admin = world.member(kids.la, Role.ORGANISATION_ADMIN, family_name="Boss")
+    with kids.container.unit() as unit:
+        unit.children.search(kids.p(kids.constable), REASON,
+                             ChildQuery(surname="Bobby", postcode_district="NE1"))
+        unit.commit()
+    told = audit_entries(kids, "children:alert_manager_told")
+    assert [(e.organisation_id, e.detail["rule"]) for e in told] == [(kids.police.id,
+                                                                       "own_surname")]
+    assert "surname" not in told[0].detail
+    with kids.container.unit() as unit:
+        seen = unit.children.staff_alerts(kids.p(police_admin), kids.police.id)
+        assert [(a.rule, a.username, a.team) for a in seen] == [
+            ("own_surname", kids.constable.person.username, kids.la.name)]
+        assert not hasattr(seen[0], "detail") and not hasattr(seen[0], "child_id")
+        # Another organisation's admin, and the person's colleagues, are refused.
+        for outsider in (council_admin, kids.nurse, kids.constable):
+            with pytest.raises(NotAllowed):
+                unit.children.staff_alerts(kids.p(outsider), kids.police.id)
+        # The council's own admin sees no alert about the police's staff.
+        assert unit.children.staff_alerts(kids.p(council_admin), kids.la.id) == []
+
+
+def test_a_manager_sees_alerts_of_the_time_the_person_worked_there_only(
+    kids: Kids, world: World
+) -> None:
+    kids.load([row(surname="Prentice")])
+    admin = world.member(kids.la, Role.ORGANISATION_ADMIN, family_name="Boss")
+    with kids.container.unit() as unit:
+        unit.children.search(kids.p(kids.practitioner), REASON, ChildQuery(surname="Prentice"))
+        unit.commit()
+    # A team member of the same council investigates; nobody else there is told
+    # twice, since the council is the team.
+    assert audit_entries(kids, "children:alert_manager_told") == []
+    with kids.container.unit() as unit:
+        assert [a.rule for a in unit.children.staff_alerts(kids.p(admin), kids.la.id)] == [
+            "own_surname"]
+        # An alert raised after the position ended is not the council's to see.
+        unit.session.execute(
+            update(Position).where(Position.person_id == kids.practitioner.person.id)
+            .values(ends_on=unit.clock.today() - timedelta(days=1)))
+        unit.session.execute(update(ChildAlert).values(raised_at=unit.clock.now()))
+        unit.commit()
+    with kids.container.unit() as unit:
+        assert unit.children.staff_alerts(kids.p(admin), kids.la.id) == []
+
+
+def test_opening_a_record_at_your_own_home_postcode_raises_an_alert(kids: Kids) -> None:
+    """The postcode the identity check saw (a keyed digest on the person) against
+    the child's address: shielded or not, however the postcode was typed."""
+    kids.load([row(surname="Nextdoor", postcode="NE1 4AB"),
+               row(surname="Faraway", forename="Ben", postcode="NE2 7ZZ"),
+               row(surname="Hidden", forename="Cara", postcode="ne14ab")])
+    kids.shield(kids.child("Hidden"))
+    with kids.container.unit() as unit:
+        person = unit.directory.person(kids.practitioner.person.id)
+        person.home_postcode_key = home_postcode_key(kids.container.digester, "NE1 4AB")
+        unit.commit()
+    for surname in ("Faraway", "Nextdoor", "Hidden"):
+        with kids.container.unit() as unit:
+            unit.children.view(kids.p(kids.practitioner), REASON, kids.child(surname).public_id)
+            unit.commit()
+    with kids.container.unit() as unit:
+        raised = unit.children.alerts(kids.p(kids.team))
+        assert sorted((a.rule, a.detail["child"]) for a in raised) == sorted(
+            ("own_address", kids.child(s).identifier) for s in ("Nextdoor", "Hidden"))
+    # Someone whose identity check recorded no postcode raises none.
+    with kids.container.unit() as unit:
+        unit.children.view(kids.p(kids.nurse), REASON, kids.child("Nextdoor").public_id)
+        unit.commit()
+    assert sorted(_rules(kids)) == ["own_address", "own_address"]
