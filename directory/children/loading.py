@@ -690,8 +690,10 @@ class ChildLoader:
 
     @staticmethod
     def _formers(row: _Row, child_id: int) -> list[dict[str, Any]]:
-        return [{"child_id": child_id, "forename": f, "surname": s, "surname_key": name_key(s)}
-                for f, s in row.values["former_names"]]
+        v = row.values
+        return [{"child_id": child_id, "forename": f, "surname": s, "surname_key": name_key(s),
+                 "date_of_birth": v["date_of_birth"], "postcode_district": v["postcode_district"]}
+                for f, s in v["former_names"]]
 
     def apply_content(self, child: Child, content: dict[str, Any], digest: str,
                       source_id: int) -> None:

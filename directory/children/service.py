@@ -400,10 +400,17 @@ class ChildrenService:
             conds.append(or_(Child.shielded.is_(False),
                              Child.responsible_la_id.in_(actor.team_las or {-1})))
         current = select(Child.id.label("id")).where(Child.surname_key == surname, *conds)
+        # The former name's own copies of the search keys narrow it in its index
+        # first; the child's conditions (archive, shielding, services) still apply.
+        former_keys = [ChildFormerName.surname_key == surname]
+        if query.date_of_birth is not None:
+            former_keys.append(ChildFormerName.date_of_birth == query.date_of_birth)
+        if district:
+            former_keys.append(ChildFormerName.postcode_district == district)
         former = (
             select(Child.id.label("id"))
             .join(ChildFormerName, ChildFormerName.child_id == Child.id)
-            .where(ChildFormerName.surname_key == surname, *conds)
+            .where(*former_keys, *conds)
         )
         ids = union(current, former).subquery()
         total = int(self.session.scalar(select(func.count()).select_from(ids)) or 0)
