@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import csv
 import enum
+import hashlib
 import io
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -27,7 +29,18 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import Boolean, Connection, Date, Enum, delete, insert, select, text, update
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Date,
+    Enum,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from core.audit import Auditor
@@ -56,6 +69,8 @@ BATCH = 2000
 # SQLite's page cache during a load (KiB), put back to the default afterwards.
 LOAD_CACHE_KIB = 1024 * 1024
 MAX_PROBLEMS = 200
+# What a first load writes into, its indexes rebuilt at the end.
+FIRST_LOAD_TABLES = ("child", "child_supply", "child_former_name", "child_involvement")
 SCHEMES = ("nhs_number", "pupil_number", "local_id")
 
 COLUMNS = (
@@ -65,6 +80,7 @@ COLUMNS = (
     "carer1_phone", "carer2_name", "carer2_relationship", "carer2_phone", "school",
     "school_start", "gp_practice", "retain_to_25",
 )
+_COLUMN_SET = frozenset(COLUMNS)
 REQUIRED = ("local_authority", "forename", "surname", "gender", "date_of_birth", "whereabouts")
 
 Progress = Callable[[int], None]
@@ -100,6 +116,13 @@ def read_rows(path: Path) -> tuple[Iterator[tuple[int, dict[str, Any]]], int]:
     if path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
         return _json_rows(path), total
     return _csv_rows(path), max(0, total - 1)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of the file as supplied, for the import's audit entry: which
+    exact file a body's load was, whatever it was called."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -193,7 +216,7 @@ class ChildLoader:
         problems: list[FieldProblem] = []
         if "__error__" in raw:
             return {}, [FieldProblem("row", str(raw["__error__"]))]
-        unknown = sorted(set(raw) - set(COLUMNS))
+        unknown = [] if raw.keys() <= _COLUMN_SET else sorted(set(raw) - _COLUMN_SET)
         for name in unknown:
             # A fixed schema: a column we do not hold (a "concern", a note) is refused.
             problems.append(FieldProblem(name, "not a field of the child record"))
@@ -277,8 +300,7 @@ class ChildLoader:
             if not carer:
                 continue
             phone = _text(raw, f"carer{n}_phone")
-            if phone and (not all(c.isdigit() or c in " +()-" for c in phone)
-                          or not 10 <= sum(c.isdigit() for c in phone) <= 15):
+            if phone and not _phone_ok(phone):
                 problems.append(FieldProblem(f"carer{n}_phone", "not a valid phone number"))
             carers.append({"name": carer,
                            "relationship": _text(raw, f"carer{n}_relationship")[:40],
@@ -315,6 +337,7 @@ class ChildLoader:
         source_code: str,
         file_label: str,
         progress: Progress | None = None,
+        digest: str | None = None,
     ) -> LoadReport:
         """Load every row or raise InvalidInput listing the problems; the
         caller commits (or rolls back)."""
@@ -331,7 +354,7 @@ class ChildLoader:
             # big load spends its time re-reading and re-writing them.
             self.session.execute(text(f"PRAGMA cache_size=-{LOAD_CACHE_KIB}"))
         try:
-            report = self._load(operator, rows, source, file_label, progress, today)
+            report = self._load(operator, rows, source, file_label, progress, today, digest)
             if sqlite:
                 # SQLite keeps no statistics unless asked: without them it may
                 # pick the surname + date-of-birth index for a district search.
@@ -343,7 +366,7 @@ class ChildLoader:
 
     def _load(self, operator: Principal, rows: Iterable[tuple[int, dict[str, Any]]],
               source: Organisation, file_label: str, progress: Progress | None,
-              today: date) -> LoadReport:
+              today: date, digest: str | None) -> LoadReport:
         report = LoadReport(source=file_label)
         las = {code: oid for code, oid in self.session.execute(
             select(Organisation.code, Organisation.id)
@@ -352,11 +375,39 @@ class ChildLoader:
             select(Service.public_id, Service.id, Service.kind).where(Service.kind.in_(
                 (ServiceKind.SCHOOL, ServiceKind.EARLY_YEARS_SETTING,
                  ServiceKind.FURTHER_EDUCATION, ServiceKind.GP_PRACTICE))))}
+        self._next_id: int | None = None
+        self._first_load = False
+        restore: list[str] = []
+        try:
+            self._check_and_write(rows, source, file_label, progress, today, report, las,
+                                  services, restore)
+        except InvalidInput:
+            # The caller rolls back; the indexes go back anyway, so a caller
+            # that committed regardless would not leave tables without them.
+            self._restore_indexes(restore)
+            raise
+        self._restore_indexes(restore)
+        self.audit.record(
+            "children:imported", subject_type="child_file", subject_id=file_label[-80:],
+            organisation_id=source.id,
+            detail={"source": source.code, "rows": report.rows, "created": report.created,
+                    "updated": report.updated, "linked": report.linked,
+                    "unchanged": report.unchanged, "conflicts": report.conflicts,
+                    "first_load": self._first_load,
+                    **({"sha256": digest} if digest else {})},
+        )
+        return report
+
+    def _check_and_write(self, rows: Iterable[tuple[int, dict[str, Any]]],
+                         source: Organisation, file_label: str, progress: Progress | None,
+                         today: date, report: LoadReport, las: Mapping[str, int],
+                         services: Mapping[str, tuple[int, ServiceKind]],
+                         restore: list[str]) -> None:
         seen_ids: dict[str, int] = {}
         seen_match: dict[str, int] = {}
         batch: list[_Row] = []
         problems = report.problems
-        self._next_id: int | None = None
+        written = False
         for number, raw in rows:
             report.rows += 1
             values, row_problems = self._check(raw, las, services, today)
@@ -385,6 +436,11 @@ class ChildLoader:
                 continue  # checking only, nothing more is written
             batch.append(row)
             if len(batch) >= BATCH:
+                if not written:
+                    # A full first batch: a large file. Into an empty directory
+                    # it is a first load, written without index upkeep.
+                    restore.extend(self._begin_first_load())
+                    written = True
                 self._write(batch, source.id, report)
                 batch = []
                 if progress:
@@ -395,14 +451,6 @@ class ChildLoader:
             self._write(batch, source.id, report)
         if progress:
             progress(report.rows)
-        self.audit.record(
-            "children:imported", subject_type="child_file", subject_id=file_label[-80:],
-            organisation_id=source.id,
-            detail={"source": source.code, "rows": report.rows, "created": report.created,
-                    "updated": report.updated, "linked": report.linked,
-                    "unchanged": report.unchanged, "conflicts": report.conflicts},
-        )
-        return report
 
     def _prepare(self, number: int, v: dict[str, Any], source_id: int) -> _Row:
         content = {
@@ -440,16 +488,73 @@ class ChildLoader:
         self._next_id += count
         return list(range(start, start + count))
 
+    def _begin_first_load(self) -> list[str]:
+        """When the directory holds no child yet, drop the child tables'
+        secondary indexes (and, on PostgreSQL, their unique constraints and the
+        foreign keys to the child table) for the rest of this transaction, and
+        return the statements that put them back.
+
+        Keys such as the match key, the directory's identifier and the
+        supplier's identifier digest are random, so every row inserted into
+        those indexes lands on a random page: once the indexes outgrow the
+        database's buffer cache (PostgreSQL's 128 MB here, at well under a
+        million records) each row costs several page reads and writes, and on
+        PostgreSQL a full-page image in the WAL after every checkpoint. Built
+        at the end by sorting, the same indexes take seconds. Nothing can be
+        matched against an empty directory, so no row needs them meanwhile;
+        rows that repeat each other within the file are caught in memory as
+        before. The DDL is part of the load's transaction: a failed load rolls
+        back to the indexes as they were. On PostgreSQL the child tables are
+        locked (ACCESS EXCLUSIVE) until the load commits: searches wait, but
+        there is nothing to find yet."""
+        connection = self.session.connection()
+        if connection.dialect.name == "postgresql":
+            if connection.exec_driver_sql("SELECT 1 FROM child LIMIT 1").first() is not None:
+                return []
+            connection.exec_driver_sql(
+                f"LOCK TABLE {', '.join(FIRST_LOAD_TABLES)} IN ACCESS EXCLUSIVE MODE")
+        else:
+            raw = connection.connection.driver_connection
+            if raw is not None and not raw.in_transaction:
+                # pysqlite opens a transaction only before DML; the DDL below
+                # must be inside the load's own.
+                connection.exec_driver_sql("BEGIN")
+        # Checked again under the lock: another load may have committed first.
+        if connection.exec_driver_sql("SELECT 1 FROM child LIMIT 1").first() is not None:
+            return []
+        drop, restore = deferred_index_statements(connection, FIRST_LOAD_TABLES)
+        for statement in drop:
+            connection.exec_driver_sql(statement)
+        self._first_load = True
+        return restore
+
+    def _restore_indexes(self, restore: list[str]) -> None:
+        if not restore:
+            return
+        connection = self.session.connection()
+        postgresql = connection.dialect.name == "postgresql"
+        if postgresql:
+            # For this transaction only: sorting a national load's keys in
+            # memory rather than in many temporary files.
+            connection.exec_driver_sql("SET LOCAL maintenance_work_mem = '256MB'")
+        for statement in restore:
+            connection.exec_driver_sql(statement)
+        if postgresql:
+            # Fresh statistics before the first search, rather than whenever
+            # autovacuum next comes round (SQLite's PRAGMA optimize follows).
+            connection.exec_driver_sql(f"ANALYZE {', '.join(FIRST_LOAD_TABLES)}")
+
     def _write(self, batch: list[_Row], source_id: int, report: LoadReport) -> None:
         now = self.clock.now()
-        by_id = {r.id_digest: r for r in batch if r.id_digest}
+        by_id = {} if self._first_load else {r.id_digest: r for r in batch if r.id_digest}
         supplies: dict[int, ChildSupply] = {}  # row number -> supply
         if by_id:
             for supply in self.session.scalars(select(ChildSupply).where(
                     ChildSupply.organisation_id == source_id,
                     ChildSupply.id_digest.in_(list(by_id)))):
                 supplies[by_id[supply.id_digest].number] = supply  # type: ignore[index]
-        rest = {r.match_key: r for r in batch if r.number not in supplies}
+        rest = {} if self._first_load else {
+            r.match_key: r for r in batch if r.number not in supplies}
         matched: dict[int, Child] = {}
         if rest:
             for child in self.session.scalars(select(Child).where(
@@ -462,16 +567,38 @@ class ChildLoader:
             ChildSupply.child_id.in_([c.id for c in matched.values()])))} if matched else {}
         new_rows = [r for r in batch if r.number not in supplies and r.number not in matched]
         ids = self._allocate(len(new_rows)) if new_rows else []
-        child_rows: list[dict[str, Any]] = []
+        connection = self.session.connection()
+        sqlite = connection.dialect.name == "sqlite"
+        # New records go out as tuples already in the driver's terms (one
+        # conversion of the batch's constants, none per value): at a million
+        # rows the per-value conversion was a tenth of the load's CPU.
+        day = _sqlite_date if sqlite else _same
+        stamp = _sqlite_datetime(now) if sqlite else _utc_naive(now)
+        no = 0 if sqlite else False
+        child_tuples: list[tuple[Any, ...]] = []
+        supply_tuples: list[tuple[Any, ...]] = []
         supply_rows: list[dict[str, Any]] = []
         involvement_rows: list[dict[str, Any]] = []
         former_rows: list[dict[str, Any]] = []
         for row, child_id in zip(new_rows, ids, strict=True):
+            v = row.values
             public_id = _time_ordered_uuid()
-            child_rows.append(self._child_values(row, child_id, public_id, source_id, now))
-            supply_rows.append(self._supply_values(row, child_id, public_id, source_id, now))
-            involvement_rows.extend(self._involvements(row, child_id, source_id, now))
-            former_rows.extend(self._formers(row, child_id))
+            address, carers = self._sealed(row, public_id)
+            intention = v["return_intention"]
+            child_tuples.append((
+                child_id, public_id, identifier_for(child_id), v["la_id"], v["forename"],
+                v["surname"], v["forename_key"], v["surname_key"], v["gender"].value,
+                day(v["date_of_birth"]), day(v["date_of_death"]), v["whereabouts"].value,
+                address, v["postcode_district"], intention.value if intention else None,
+                carers, row.match_key, row.content_digest, source_id, no,
+                (1 if sqlite else True) if v["retain_to_25"] else no, None, stamp, stamp))
+            supply_tuples.append((
+                child_id, source_id, v["scheme"], self._sealed_id(row, public_id, source_id),
+                row.id_digest, row.content_digest, stamp))
+            if v["school"] is not None or v["gp_practice"] is not None:
+                involvement_rows.extend(self._involvements(row, child_id, source_id, now))
+            if v["former_names"]:
+                former_rows.extend(self._formers(row, child_id))
         report.created += len(new_rows)
         for row in batch:
             known = supplies.get(row.number)
@@ -499,9 +626,10 @@ class ChildLoader:
                 self._conflict(record, row, source_id, now)
                 report.conflicts += 1
         self.session.flush()
-        connection = self.session.connection()
-        for model, values in ((Child, child_rows), (ChildSupply, supply_rows),
-                              (ChildInvolvement, involvement_rows),
+        if child_tuples:
+            copy_rows(connection, Child.__tablename__, _CHILD_COLUMNS, child_tuples)
+            copy_rows(connection, ChildSupply.__tablename__, _SUPPLY_COLUMNS, supply_tuples)
+        for model, values in ((ChildSupply, supply_rows), (ChildInvolvement, involvement_rows),
                               (ChildFormerName, former_rows)):
             if values:
                 bulk_insert(connection, model.__tablename__, values)
@@ -532,16 +660,16 @@ class ChildLoader:
             "archived_on": None, "created_at": now, "updated_at": now,
         }
 
+    def _sealed_id(self, row: _Row, public_id: str, source_id: int) -> str | None:
+        source_ref = row.values["source_id"]
+        return (self.cipher.encrypt_text(source_ref, f"child:{public_id}:source:{source_id}")
+                if source_ref else None)
+
     def _supply_values(self, row: _Row, child_id: int, public_id: str, source_id: int,
                        now: Any) -> dict[str, Any]:
-        v = row.values
-        return {
-            "child_id": child_id, "organisation_id": source_id, "scheme": v["scheme"],
-            "id_enc": self.cipher.encrypt_text(v["source_id"],
-                                               f"child:{public_id}:source:{source_id}")
-            if v["source_id"] else None,
-            "id_digest": row.id_digest, "row_digest": row.content_digest, "supplied_at": now,
-        }
+        return dict(zip(_SUPPLY_COLUMNS, (
+            child_id, source_id, row.values["scheme"], self._sealed_id(row, public_id, source_id),
+            row.id_digest, row.content_digest, now), strict=True))
 
     @staticmethod
     def _involvements(row: _Row, child_id: int, source_id: int, now: Any) -> list[dict[str, Any]]:
@@ -562,8 +690,10 @@ class ChildLoader:
 
     @staticmethod
     def _formers(row: _Row, child_id: int) -> list[dict[str, Any]]:
-        return [{"child_id": child_id, "forename": f, "surname": s, "surname_key": name_key(s)}
-                for f, s in row.values["former_names"]]
+        v = row.values
+        return [{"child_id": child_id, "forename": f, "surname": s, "surname_key": name_key(s),
+                 "date_of_birth": v["date_of_birth"], "postcode_district": v["postcode_district"]}
+                for f, s in v["former_names"]]
 
     def apply_content(self, child: Child, content: dict[str, Any], digest: str,
                       source_id: int) -> None:
@@ -678,6 +808,21 @@ def _time_ordered_uuid() -> str:
     return str(uuid.UUID(int=value))
 
 
+_CHILD_COLUMNS = (
+    "id", "public_id", "identifier", "responsible_la_id", "forename", "surname", "forename_key",
+    "surname_key", "gender", "date_of_birth", "date_of_death", "whereabouts", "address_enc",
+    "postcode_district", "return_intention", "carers_enc", "match_key", "content_digest",
+    "supplied_by_id", "shielded", "retain_to_25", "archived_on", "created_at", "updated_at",
+)
+_SUPPLY_COLUMNS = (
+    "child_id", "organisation_id", "scheme", "id_enc", "id_digest", "row_digest", "supplied_at",
+)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
 def _enum_value(value: Any) -> Any:
     return value.value if isinstance(value, enum.Enum) else value
 
@@ -724,12 +869,19 @@ def bulk_insert(connection: Connection, table: str, rows: list[dict[str, Any]]) 
     transaction: COPY on PostgreSQL, the driver's executemany on SQLite. A
     million records is tens of millions of values; going around SQLAlchemy's
     per-value processing is what makes the load rate."""
-    columns = list(rows[0])
+    columns = tuple(rows[0])
+    sqlite = connection.dialect.name == "sqlite"
+    plan = list(zip(columns, _converters(table, list(columns), sqlite), strict=True))
+    copy_rows(connection, table, columns,
+              [tuple(row[c] if f is None else f(row[c]) for c, f in plan) for row in rows])
+
+
+def copy_rows(connection: Connection, table: str, columns: tuple[str, ...],
+              tuples: list[tuple[Any, ...]]) -> None:
+    """Write rows already in the driver's terms (see `_converters`)."""
     names = ", ".join(columns)
     dialect = connection.dialect.name
     sqlite = dialect == "sqlite"
-    plan = list(zip(columns, _converters(table, columns, sqlite), strict=True))
-    tuples = [tuple(row[c] if f is None else f(row[c]) for c, f in plan) for row in rows]
     if dialect == "postgresql":
         raw = connection.connection.driver_connection
         assert raw is not None
@@ -741,6 +893,71 @@ def bulk_insert(connection: Connection, table: str, rows: list[dict[str, Any]]) 
     # table and column names are our own model's, never input
     statement = f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608
     connection.exec_driver_sql(statement, tuples)
+
+
+def deferred_index_statements(connection: Connection, tables: Iterable[str]
+                              ) -> tuple[list[str], list[str]]:
+    """The statements that drop the secondary indexes of `tables` and those
+    that recreate them, read from the database's own catalogue so they match
+    what the migrations made. Primary keys stay. On PostgreSQL unique
+    constraints are dropped and added back as constraints, and foreign keys
+    between these tables too; foreign keys to other tables (organisations,
+    services) stay, since dropping one would lock that table as well."""
+    names = list(tables)
+    quote = connection.dialect.identifier_preparer.quote
+    drop: list[str] = []
+    restore: list[str] = []
+    if connection.dialect.name == "postgresql":
+        keys = connection.execute(text(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+            "FROM pg_constraint WHERE contype = 'f' "
+            "AND conrelid = ANY(CAST(:tables AS regclass[])) "
+            "AND confrelid = ANY(CAST(:tables AS regclass[])) ORDER BY 1, 2"),
+            {"tables": names}).all()
+        indexes = connection.execute(text(
+            "SELECT t.relname, i.relname, pg_get_indexdef(x.indexrelid), c.conname, "
+            "pg_get_constraintdef(c.oid) FROM pg_index x "
+            "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+            "LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.contype = 'u' "
+            "AND c.conrelid = x.indrelid "
+            "WHERE x.indrelid = ANY(CAST(:tables AS regclass[])) AND NOT x.indisprimary "
+            "ORDER BY 1, 2"), {"tables": names}).all()
+        for table, name, _definition in keys:
+            drop.append(f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(name)}")
+        for table, name, definition, constraint, constraint_definition in indexes:
+            if constraint is not None:
+                drop.append(f"ALTER TABLE {quote(table)} DROP CONSTRAINT {quote(constraint)}")
+                restore.append(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(constraint)} "
+                               f"{constraint_definition}")
+            else:
+                drop.append(f"DROP INDEX {quote(name)}")
+                restore.append(definition)
+        restore.extend(f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(name)} {definition}"
+                       for table, name, definition in keys)
+        return drop, restore
+    # SQLite: indexes made by CREATE INDEX; those of UNIQUE constraints are part
+    # of their table (sql IS NULL) and cannot be dropped.
+    for name, definition in connection.execute(text(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            "AND tbl_name IN :tables ORDER BY tbl_name, name"
+            ).bindparams(bindparam("tables", expanding=True)), {"tables": names}):
+        drop.append(f"DROP INDEX {quote(name)}")
+        restore.append(definition)
+    return drop, restore
+
+
+_ASCII_PHONE = re.compile(r"[0-9 +()\-]*")
+
+
+def _phone_ok(phone: str) -> bool:
+    """Digits, spaces and + ( ) - only, with 10 to 15 digits. The regular
+    expression is the fast path for the ASCII numbers nearly every file holds."""
+    if phone.isascii():
+        if _ASCII_PHONE.fullmatch(phone) is None:
+            return False
+    elif not all(c.isdigit() or c in " +()-" for c in phone):
+        return False
+    return 10 <= sum(map(str.isdigit, phone)) <= 15
 
 
 def _nhs_ok(value: str) -> bool:

@@ -129,7 +129,17 @@ class Child(Base):
 
 
 class ChildFormerName(Base):
+    """A name the child was known by. The child's date of birth and postcode
+    district are copied here (the loader writes them together, and rewrites a
+    child's former names whenever it changes the record) so that a search by
+    a former surname + date of birth or district is one range of an index,
+    not a visit to every child who ever had that surname."""
+
     __tablename__ = "child_former_name"
+    __table_args__ = (
+        Index("ix_child_former_name_surname_dob", "surname_key", "date_of_birth"),
+        Index("ix_child_former_name_surname_district", "surname_key", "postcode_district"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     child_id: Mapped[int] = mapped_column(
@@ -137,7 +147,9 @@ class ChildFormerName(Base):
     )
     forename: Mapped[str] = mapped_column(String(100), nullable=False)
     surname: Mapped[str] = mapped_column(String(100), nullable=False)
-    surname_key: Mapped[str] = mapped_column(String(100), index=True, nullable=False)
+    surname_key: Mapped[str] = mapped_column(String(100), nullable=False)
+    date_of_birth: Mapped[date] = mapped_column(Date, nullable=False)
+    postcode_district: Mapped[str | None] = mapped_column(String(5))
 
 
 class ChildInvolvement(Base):

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import select
 
 from core.errors import InvalidInput
-from directory.children.loading import read_rows
+from directory.children.loading import file_digest, read_rows
 from directory.children.models import ChildRightKind
 from directory.children.synth import records, write
 from directory.models import Organisation, OrganisationKind
@@ -51,6 +51,7 @@ def import_children(file: Path, source_code: str) -> None:
             report = unit.child_loader.load(
                 operator(), rows, source_code=source_code, file_label=file.name,
                 progress=lambda done: bar.update(task, completed=done),
+                digest=file_digest(file),
             )
         except InvalidInput as error:
             bar.stop()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from sqlalchemy import func, select
 
+from core.audit import AuditEntry
 from directory.children.models import Child, ChildRight
 from directory.models import OrganisationKind
 from idp.container import Container
@@ -35,6 +37,14 @@ def test_synth_then_import_then_rerun(cli: Cli, container: Container, world: Wor
     again = cli("children", "import", str(out), "--source", "ORG002")
     assert "0 created, 0 updated, 0 linked, 25 unchanged" in again.output
     assert _children(container) == 25
+    # One audit entry a file, with its counts and the exact file's digest.
+    with container.unit() as unit:
+        entries = list(unit.session.scalars(select(AuditEntry).where(
+            AuditEntry.tag == "children:imported").order_by(AuditEntry.seq)))
+        details = [e.detail for e in entries]
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert [(d["rows"], d["created"], d["unchanged"], d["sha256"]) for d in details] == [
+        (25, 25, 0, digest), (25, 0, 25, digest)]
 
 
 def test_jsonl_synth_and_import(cli: Cli, container: Container, world: World,

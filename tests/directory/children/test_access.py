@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -56,6 +57,33 @@ def test_former_surname_finds_the_child(kids: Kids) -> None:
     with kids.container.unit() as unit:
         page = unit.children.search(kids.p(kids.practitioner), REASON, ChildQuery(surname="Brooks"))
         assert [c.surname for c in page.items] == ["Hartley"]
+
+
+def _former_search(kids: Kids, **criteria: Any) -> list[str]:
+    with kids.container.unit() as unit:
+        page = unit.children.search(kids.p(kids.practitioner), REASON,
+                                    ChildQuery(surname="Brooks", **criteria))
+        unit.commit()
+    return [c.forename for c in page.items]
+
+
+def test_former_surname_with_date_of_birth_or_district_follows_the_record(kids: Kids) -> None:
+    """Former names carry copies of the date of birth and district: they must
+    find the child by the current values, and stop at the old ones once the
+    supplier corrects the record."""
+    kids.load([row(former_names="Amelia Brooks", source_scheme="local_id", source_id="K1"),
+               row(forename="Other", former_names="Other Brooks", date_of_birth="2012-01-01",
+                   postcode="SO1 1AA")])
+    assert _former_search(kids, date_of_birth=date(2015, 3, 14)) == ["Amelia"]
+    assert _former_search(kids, postcode_district="ne1") == ["Amelia"]
+    assert _former_search(kids, date_of_birth=date(2015, 3, 15)) == []
+    report = kids.load([row(former_names="Amelia Brooks", source_scheme="local_id",
+                            source_id="K1", date_of_birth="2015-03-15", postcode="NE2 1AB")])
+    assert report.updated == 1
+    assert _former_search(kids, date_of_birth=date(2015, 3, 14)) == []
+    assert _former_search(kids, postcode_district="NE1") == []
+    assert _former_search(kids, date_of_birth=date(2015, 3, 15),
+                          postcode_district="NE2") == ["Amelia"]
 
 
 @pytest.mark.parametrize("reason", [None, Reason("", "a long enough detail"),

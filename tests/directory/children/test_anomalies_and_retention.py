@@ -52,6 +52,22 @@ def test_volume_in_an_hour_raises_one_alert(kids: Kids) -> None:
     assert _rules(kids) == ["volume"]
 
 
+def test_the_volume_rule_counts_only_past_the_limit(kids: Kids) -> None:
+    """The hour's searches are counted up to the limit + 1, not all of them, and
+    the alert says which limit was passed; at the limit nothing is raised."""
+    kids.load([row()])
+    for n in range(7):
+        with kids.container.unit() as unit:
+            _with(unit, volume_per_hour=5).search(kids.p(kids.practitioner), REASON,
+                                                  ChildQuery(surname="Hartley"))
+            unit.commit()
+        with kids.container.unit() as unit:
+            alerts = [(a.rule, a.detail) for a in unit.children.alerts(kids.p(kids.team))]
+        # the n-th search sees the n entries before it and its own
+        assert alerts == (
+            [("volume", {"in_last_hour_more_than": 5})] if n >= 5 else [])
+
+
 @pytest.mark.parametrize(("at", "alert"), [
     (datetime(2026, 11, 25, 6, 59, tzinfo=UTC), True),   # Wednesday before 7 (GMT)
     (datetime(2026, 11, 25, 7, 0, tzinfo=UTC), False),

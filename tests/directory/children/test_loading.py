@@ -4,16 +4,34 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
+from datetime import UTC, date
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from core.errors import InvalidInput
 from directory.children.loading import COLUMNS, read_rows
-from directory.children.models import Child, ChildConflict, ChildSupply
+from directory.children.models import (
+    Child,
+    ChildConflict,
+    ChildSupply,
+    Gender,
+    ReturnIntention,
+    Whereabouts,
+)
+from directory.children.service import ChildQuery
 from directory.children.synth import records, write
-from tests.directory.children.conftest import OPERATOR, REASON, Kids, as_csv, row
+from tests.directory.children.conftest import (
+    OPERATOR,
+    REASON,
+    Kids,
+    as_csv,
+    audit_entries,
+    row,
+)
 
 
 def _count(kids: Kids, model: type) -> int:
@@ -176,3 +194,119 @@ def test_the_team_resolves_a_conflict(kids: Kids, accept: bool) -> None:
     again = kids.load([row(source_scheme="nhs_number", source_id="9990000018",
                            carer1_phone="07700 900999")], source="ORG003")
     assert again.unchanged == 1
+
+
+def _schema(kids: Kids) -> dict[str, Any]:
+    """Every index, unique constraint and foreign key of the tables a first
+    load rebuilds, as the database itself reports them."""
+    from sqlalchemy import inspect
+
+    from directory.children.loading import FIRST_LOAD_TABLES
+    found: dict[str, Any] = {}
+    with kids.container.engine.connect() as conn:
+        seen = inspect(conn)
+        for table in FIRST_LOAD_TABLES:
+            found[table] = (
+                sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                       for i in seen.get_indexes(table)),
+                sorted((u["name"], tuple(u["column_names"]))
+                       for u in seen.get_unique_constraints(table)),
+                sorted((f["name"], tuple(f["constrained_columns"]), f["referred_table"])
+                       for f in seen.get_foreign_keys(table)),
+            )
+    return found
+
+
+@pytest.fixture
+def small_batches() -> Iterator[None]:
+    from directory.children import loading
+    original = loading.BATCH
+    loading.BATCH = 10  # so a few dozen rows make a "large" file
+    try:
+        yield
+    finally:
+        loading.BATCH = original
+
+
+def _many(count: int, **values: Any) -> list[dict[str, Any]]:
+    return [row(forename="Kid", surname=f"Name{chr(65 + n // 26)}{chr(65 + n % 26)}",
+                source_scheme="local_id", source_id=f"L{n}", **values) for n in range(count)]
+
+
+def test_a_first_load_rebuilds_every_index_and_later_loads_still_match(
+        kids: Kids, small_batches: None) -> None:
+    schema = _schema(kids)
+    assert schema["child"][0] and schema["child_supply"][1]  # there is something to lose
+    first = kids.load(_many(35))
+    assert first.created == 35
+    assert _schema(kids) == schema
+    # Matching works against what the first load wrote: by identifier, then by
+    # name + date of birth + postcode for another body's rows.
+    assert kids.load(_many(35)).unchanged == 35
+    by_key = kids.load([{**r, "source_scheme": "", "source_id": ""} for r in _many(3)],
+                       source="ORG003")
+    assert (by_key.created, by_key.linked) == (0, 3)
+    with kids.container.unit() as unit:
+        page = unit.children.search(kids.p(kids.practitioner), REASON,
+                                    ChildQuery(surname="NameAC", date_of_birth=date(2015, 3, 14)))
+        unit.commit()
+    assert [c.forename for c in page.items] == ["Kid"]
+    entries = audit_entries(kids, "children:imported")
+    assert [e.detail["first_load"] for e in entries] == [True, False, False]
+
+
+def test_a_failed_first_load_leaves_the_indexes_and_no_rows(
+        kids: Kids, small_batches: None) -> None:
+    schema = _schema(kids)
+    with pytest.raises(InvalidInput) as refused:
+        kids.load([*_many(25), row(gender="boy")])
+    assert [(p.row, p.field) for p in refused.value.problems] == [(27, "gender")]
+    assert _count(kids, Child) == 0
+    assert _schema(kids) == schema
+
+
+def test_a_duplicate_in_a_first_load_is_still_named_by_row(
+        kids: Kids, small_batches: None) -> None:
+    rows = _many(30)
+    rows[24] = {**rows[24], "source_id": "L3"}
+    with pytest.raises(InvalidInput) as refused:
+        kids.load(rows)
+    assert [(p.row, p.message) for p in refused.value.problems] == [
+        (26, "the same identifier is on row 5")]
+    assert _count(kids, Child) == 0
+
+
+@pytest.mark.parametrize("first_load", [True, False])
+def test_every_field_reads_back_as_supplied(kids: Kids, small_batches: None,
+                                            first_load: bool) -> None:
+    """New records are written as prebuilt driver tuples, around SQLAlchemy's
+    own conversions: each kind of value must still read back through the ORM."""
+    if not first_load:
+        kids.load([row(forename="Existing", surname="Other")])
+    left = row(forename="Zed", surname="Ó Súilleabháin", gender="not_specified",
+               date_of_birth="2010-02-28", date_of_death="2024-06-01",
+               whereabouts="left_england", address_line1="", town="", postcode="",
+               return_intention="yes", retain_to_25="yes", former_names="Zed Smith",
+               school=kids.school.public_id, school_start="2015-09-01",
+               gp_practice=kids.gp.public_id, source_scheme="nhs_number",
+               source_id="9990000018")
+    kids.load([*_many(12), left])
+    with kids.container.unit() as unit:
+        child = unit.session.scalars(select(Child).where(Child.forename == "Zed")).one()
+        supply = unit.session.scalars(select(ChildSupply).where(
+            ChildSupply.child_id == child.id)).one()
+        stored = (child.gender, child.date_of_birth, child.date_of_death, child.whereabouts,
+                  child.return_intention, child.retain_to_25, child.shielded,
+                  child.surname_key, child.postcode_district, child.address_enc,
+                  child.archived_on, child.created_at.tzinfo, child.created_at == child.updated_at,
+                  supply.scheme, supply.supplied_at == child.created_at)
+        view = unit.children.view(kids.p(kids.practitioner), REASON, child.public_id)
+        unit.commit()
+    assert stored == (Gender.NOT_SPECIFIED, date(2010, 2, 28), date(2024, 6, 1),
+                      Whereabouts.LEFT_ENGLAND, ReturnIntention.YES, True, False,
+                      "osuilleabhain", None, None, None, UTC, True, "nhs_number", True)
+    assert view.carers[0]["phone"] == "07700 900123"
+    with kids.container.unit() as unit:
+        other = unit.session.scalars(select(Child).where(Child.surname == "NameAB")).one()
+        assert (other.retain_to_25, other.whereabouts, other.postcode_district,
+                other.return_intention) == (False, Whereabouts.CURRENT_ADDRESS, "NE1", None)
