@@ -109,10 +109,16 @@ class FederationService:
     # -- providers ---------------------------------------------------------------
 
     def _may_manage(self, actor: Principal, organisation_id: int) -> None:
-        if not (
-            actor.is_platform_admin or actor.has_role(Role.ORGANISATION_ADMIN, organisation_id)
-        ):
+        """Whoever administers the organisation (`directory.service.administers`:
+        its admins, its area's local authority team, platform admins) decides how
+        its people sign in, as they manage its tokens and applications."""
+        if not self.directory.administers(actor, organisation_id):
             raise NotAllowed()
+
+    def provider_for(self, actor: Principal, organisation_id: int) -> UpstreamProvider | None:
+        """The organisation's provider (or None), for someone who manages it."""
+        self._may_manage(actor, organisation_id)
+        return self.provider_of(organisation_id)
 
     def add(self, actor: Principal, new: NewProvider) -> UpstreamProvider:
         """Register an organisation's provider; its secret or key kept encrypted."""
@@ -216,8 +222,9 @@ class FederationService:
         )
         return provider
 
-    def remove(self, actor: Principal, organisation_id: int) -> int:
-        """Remove the provider and every link to it; returns how many links went."""
+    def remove(self, actor: Principal, organisation_id: int, reason: str | None = None) -> int:
+        """Remove the provider and every link to it; returns how many links went.
+        The reason (the console asks for one) goes on the audit trail."""
         self._may_manage(actor, organisation_id)
         provider = self.provider_of(organisation_id)
         if provider is None:
@@ -234,12 +241,17 @@ class FederationService:
             subject_type="organisation",
             subject_id=organisation_id,
             organisation_id=organisation_id,
-            detail={"issuer": provider.issuer, "links_removed": links},
+            detail={"issuer": provider.issuer, "links_removed": links,
+                    **({"reason": reason} if reason else {})},
         )
         return int(links)
 
-    def test(self, organisation_id: int) -> TestReport:
-        """Fetch discovery and the JWKS now; `UpstreamUnavailable` names the step."""
+    def test(self, organisation_id: int, actor: Principal | None = None) -> TestReport:
+        """Fetch discovery and the JWKS now; `UpstreamUnavailable` names the step.
+        Without an actor (the operator's CLI) nobody is asked; a console user must
+        manage the organisation."""
+        if actor is not None:
+            self._may_manage(actor, organisation_id)
         provider = self.provider_of(organisation_id)
         if provider is None:
             raise NotFound("this organisation has no provider")
