@@ -21,7 +21,7 @@ from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import DataCipher, SecretDigester, new_token
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
-from directory.models import Organisation, Person, Role
+from directory.models import Organisation, Person
 from directory.service import DirectoryService, Principal, require_admin_over
 from idp.federation.models import UpstreamLink, UpstreamProvider, UpstreamRequest
 from idp.federation.upstream import (
@@ -108,11 +108,15 @@ class FederationService:
 
     # -- providers ---------------------------------------------------------------
 
-    def _may_manage(self, actor: Principal, organisation_id: int) -> None:
+    def may_manage(self, actor: Principal, organisation_id: int) -> bool:
         """Whoever administers the organisation (`directory.service.administers`:
         its admins, its area's local authority team, platform admins) decides how
-        its people sign in, as they manage its tokens and applications."""
-        if not self.directory.administers(actor, organisation_id):
+        its people sign in, and sees and removes their links, as they manage its
+        tokens and applications."""
+        return self.directory.administers(actor, organisation_id)
+
+    def _may_manage(self, actor: Principal, organisation_id: int) -> None:
+        if not self.may_manage(actor, organisation_id):
             raise NotAllowed()
 
     def provider_for(self, actor: Principal, organisation_id: int) -> UpstreamProvider | None:
@@ -459,7 +463,7 @@ class FederationService:
         return [(link, org) for link, org in rows]
 
     def unlink(self, actor: Principal, link_id: int) -> None:
-        """The person removes their own link; an admin of the provider's
+        """The person removes their own link; whoever administers the provider's
         organisation (with the person in it) or a platform admin anyone's."""
         link = self.session.get(UpstreamLink, link_id)
         if link is None:
@@ -469,10 +473,7 @@ class FederationService:
         if actor.person_id != link.person_id:
             person = self.directory.person(link.person_id)
             require_admin_over(actor, person, self.clock.today())
-            if not actor.is_platform_admin and not actor.has_role(
-                Role.ORGANISATION_ADMIN, provider.organisation_id
-            ):
-                raise NotAllowed()
+            self._may_manage(actor, provider.organisation_id)
         self.session.delete(link)
         self.audit.record(
             "federation:link:removed",

@@ -1,7 +1,8 @@
 """The console's identity-provider page: adding an organisation's provider
 (its secret kept encrypted and never shown again), bad input named by field,
 testing the connection against a live provider (and a dead port), changing
-the accepted acr values, removing with a reason, and who is refused."""
+the accepted acr values, removing with a reason, who is refused, and the area's
+local authority team managing it as the organisation's admins do."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from joserfc.jwk import ECKey
 from sqlalchemy import select
 
 from core.audit import AuditEntry
+from core.errors import NotAllowed
 from directory.models import Organisation, OrganisationKind, Role
 from idp.container import Container
 from idp.federation.models import UpstreamLink, UpstreamProvider
@@ -273,3 +275,38 @@ def test_testing_the_connection_to_a_dead_port_names_the_failed_step(
     assert "The connection test failed" in page
     assert "discovery:" in page
     assert "The connection works" not in page
+
+
+def test_the_areas_team_sees_and_removes_a_link_and_another_areas_team_cannot(
+    container: Container, world: World, console: Browser
+) -> None:
+    council = world.organisation("Northshire County Council")
+    school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
+                                registration_authority=council)
+    school_admin = world.member(school, Role.ORGANISATION_ADMIN, given_name="Sid")
+    teacher = world.member(school, given_name="Tia", family_name="Teacher")
+    _add(world, school_admin, school, "https://login.school.example.org")
+    provider = _provider(container, school)
+    assert provider is not None
+    link = UpstreamLink(provider_id=provider.id, person_id=teacher.person.id,
+                        issuer=provider.issuer, subject="tia-upstream",
+                        upstream_username="tia@school.example.org",
+                        linked_at=container.clock.now())
+    world.unit.session.add(link)
+    world.unit.commit()
+    far_team = world.member(world.organisation("Southshire Council"),
+                            Role.LOCAL_AUTHORITY_TEAM, given_name="Tess")
+    with container.unit() as unit, pytest.raises(NotAllowed):
+        unit.federation.unlink(world.principal(far_team), link.id)
+    team = world.member(council, Role.LOCAL_AUTHORITY_TEAM, given_name="Lara")
+    assert console.sign_in(team, container).status_code == 302
+    page = f"/admin/people/{teacher.person.id}"
+    shown = text_of(console.client.get(page))
+    assert "Linked organisation accounts" in shown and "tia@school.example.org" in shown
+    removed = console.submit(f"/account/organisation-account/{link.id}/remove",
+                             {"next": page}, page=page)
+    assert removed.status_code == 302 and removed.headers["Location"] == page
+    with container.unit() as unit:
+        assert unit.session.scalars(select(UpstreamLink)).all() == []
+    [entry] = _entries(container, "federation:link:removed")
+    assert entry.actor_id == team.person.id and entry.detail["by"] == "admin"  # type: ignore[index]
