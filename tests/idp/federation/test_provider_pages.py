@@ -71,6 +71,16 @@ def _add(world: World, admin: Member, org: Organisation, issuer: str,
     world.unit.commit()
 
 
+def _school_with_a_provider(world: World) -> tuple[Organisation, Organisation]:
+    """A council, and a school of its area whose admin added its provider."""
+    council = world.organisation("Northshire County Council")
+    school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
+                                registration_authority=council)
+    school_admin = world.member(school, Role.ORGANISATION_ADMIN, given_name="Sid")
+    _add(world, school_admin, school, "https://login.school.example.org")
+    return council, school
+
+
 def test_an_admin_adds_the_provider_and_its_secret_is_never_shown_or_logged(
     container: Container, world: World, console: Browser, captured: io.StringIO  # noqa: F811
 ) -> None:
@@ -155,12 +165,8 @@ def test_bad_input_is_named_by_field_and_nothing_is_stored(
 def test_admins_of_other_organisations_and_practitioners_are_refused(
     container: Container, world: World, console: Browser
 ) -> None:
-    council = world.organisation("Northshire County Council")
-    school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
-                                registration_authority=council)
+    council, school = _school_with_a_provider(world)
     far = world.organisation("Southshire Academy", OrganisationKind.SCHOOL)
-    school_admin = world.member(school, Role.ORGANISATION_ADMIN, given_name="Sid")
-    _add(world, school_admin, school, "https://login.school.example.org")
     paths = [_page(school), f"{_page(school)}/accepted-acr", f"{_page(school)}/remove"]
     outsiders = [
         world.member(far, Role.ORGANISATION_ADMIN, given_name="Fay"),
@@ -280,12 +286,8 @@ def test_testing_the_connection_to_a_dead_port_names_the_failed_step(
 def test_the_areas_team_sees_and_removes_a_link_and_another_areas_team_cannot(
     container: Container, world: World, console: Browser
 ) -> None:
-    council = world.organisation("Northshire County Council")
-    school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
-                                registration_authority=council)
-    school_admin = world.member(school, Role.ORGANISATION_ADMIN, given_name="Sid")
+    council, school = _school_with_a_provider(world)
     teacher = world.member(school, given_name="Tia", family_name="Teacher")
-    _add(world, school_admin, school, "https://login.school.example.org")
     provider = _provider(container, school)
     assert provider is not None
     link = UpstreamLink(provider_id=provider.id, person_id=teacher.person.id,
