@@ -142,6 +142,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     from idp.admin.views import blueprint as admin
 
     app.register_blueprint(admin)
+    from idp.federation.admin_views import blueprint as identity_provider
+
+    app.register_blueprint(identity_provider)
     from idp.children.views import blueprint as children
 
     app.register_blueprint(children)

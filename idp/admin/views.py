@@ -85,16 +85,12 @@ def person(person_id: int) -> str:
     unit = web.unit()
     target = unit.administration.person_for(actor, Act.LIST_PEOPLE, person_id)
     today = unit.clock.today()
-    admin_of = actor.is_platform_admin or any(
-        actor.has_role(Role.ORGANISATION_ADMIN, p.organisation_id)
-        for p in target.positions
-        if p.current_on(today)
-    )
-    # Upstream accounts linked to this person, for an admin of the provider's organisation.
+    # Upstream accounts linked to this person, for whoever manages the provider's
+    # organisation (FederationService.may_manage); never their own, here.
     links = [
         (link, org)
         for link, org in unit.federation.links_of(target.id)
-        if actor.is_platform_admin or actor.has_role(Role.ORGANISATION_ADMIN, org.id)
+        if unit.federation.may_manage(actor, org.id)
     ]
     return render_template(
         "admin/person.html",
@@ -104,7 +100,7 @@ def person(person_id: int) -> str:
         lock=unit.signin.lock_states([target.id]).get(target.id),
         may_end={p.id for p in target.positions if may(actor, Act.END_POSITION, p.organisation)},
         may_close=unit.administration.may_act_on(actor, Act.CLOSE, target),
-        links=links if admin_of and actor.person_id != target.id else [],
+        links=links if actor.person_id != target.id else [],
     )
 
 

@@ -21,7 +21,7 @@ from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import DataCipher, SecretDigester, new_token
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
-from directory.models import Organisation, Person, Role
+from directory.models import Organisation, Person
 from directory.service import DirectoryService, Principal, require_admin_over
 from idp.federation.models import UpstreamLink, UpstreamProvider, UpstreamRequest
 from idp.federation.upstream import (
@@ -108,11 +108,21 @@ class FederationService:
 
     # -- providers ---------------------------------------------------------------
 
+    def may_manage(self, actor: Principal, organisation_id: int) -> bool:
+        """Whoever administers the organisation (`directory.service.administers`:
+        its admins, its area's local authority team, platform admins) decides how
+        its people sign in, and sees and removes their links, as they manage its
+        tokens and applications."""
+        return self.directory.administers(actor, organisation_id)
+
     def _may_manage(self, actor: Principal, organisation_id: int) -> None:
-        if not (
-            actor.is_platform_admin or actor.has_role(Role.ORGANISATION_ADMIN, organisation_id)
-        ):
+        if not self.may_manage(actor, organisation_id):
             raise NotAllowed()
+
+    def provider_for(self, actor: Principal, organisation_id: int) -> UpstreamProvider | None:
+        """The organisation's provider (or None), for someone who manages it."""
+        self._may_manage(actor, organisation_id)
+        return self.provider_of(organisation_id)
 
     def add(self, actor: Principal, new: NewProvider) -> UpstreamProvider:
         """Register an organisation's provider; its secret or key kept encrypted."""
@@ -216,8 +226,9 @@ class FederationService:
         )
         return provider
 
-    def remove(self, actor: Principal, organisation_id: int) -> int:
-        """Remove the provider and every link to it; returns how many links went."""
+    def remove(self, actor: Principal, organisation_id: int, reason: str | None = None) -> int:
+        """Remove the provider and every link to it; returns how many links went.
+        The reason (the console asks for one) goes on the audit trail."""
         self._may_manage(actor, organisation_id)
         provider = self.provider_of(organisation_id)
         if provider is None:
@@ -234,12 +245,17 @@ class FederationService:
             subject_type="organisation",
             subject_id=organisation_id,
             organisation_id=organisation_id,
-            detail={"issuer": provider.issuer, "links_removed": links},
+            detail={"issuer": provider.issuer, "links_removed": links,
+                    **({"reason": reason} if reason else {})},
         )
         return int(links)
 
-    def test(self, organisation_id: int) -> TestReport:
-        """Fetch discovery and the JWKS now; `UpstreamUnavailable` names the step."""
+    def test(self, organisation_id: int, actor: Principal | None = None) -> TestReport:
+        """Fetch discovery and the JWKS now; `UpstreamUnavailable` names the step.
+        Without an actor (the operator's CLI) nobody is asked; a console user must
+        manage the organisation."""
+        if actor is not None:
+            self._may_manage(actor, organisation_id)
         provider = self.provider_of(organisation_id)
         if provider is None:
             raise NotFound("this organisation has no provider")
@@ -447,7 +463,7 @@ class FederationService:
         return [(link, org) for link, org in rows]
 
     def unlink(self, actor: Principal, link_id: int) -> None:
-        """The person removes their own link; an admin of the provider's
+        """The person removes their own link; whoever administers the provider's
         organisation (with the person in it) or a platform admin anyone's."""
         link = self.session.get(UpstreamLink, link_id)
         if link is None:
@@ -457,10 +473,7 @@ class FederationService:
         if actor.person_id != link.person_id:
             person = self.directory.person(link.person_id)
             require_admin_over(actor, person, self.clock.today())
-            if not actor.is_platform_admin and not actor.has_role(
-                Role.ORGANISATION_ADMIN, provider.organisation_id
-            ):
-                raise NotAllowed()
+            self._may_manage(actor, provider.organisation_id)
         self.session.delete(link)
         self.audit.record(
             "federation:link:removed",

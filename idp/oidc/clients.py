@@ -1,7 +1,8 @@
 """Relying applications: registered by their organisation, approved centrally.
 
-An organisation admin registers an application for their own organisation; a
-platform admin who did not register it approves it before it gets anything
+Whoever administers an organisation (`directory.service.administers`: its admins,
+the local authority team of its area, platform admins) registers and looks after
+its applications; a platform admin who did not register one approves it before it gets anything
 but `invalid_client`. Secrets are random, shown once, kept as a keyed digest.
 """
 
@@ -20,8 +21,8 @@ from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import SecretDigester
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
-from directory.models import Role
-from directory.service import Principal
+from directory.models import Organisation
+from directory.service import Principal, administered_clause, administers
 from idp.oidc.models import ClientKind, ClientStatus, OAuthClient
 
 SCOPES = ("openid", "profile", "email", "phone", "positions", "clearance", "offline_access",
@@ -147,23 +148,36 @@ class ClientRegistry:
             raise NotFound("No such relying application")
         return client
 
-    def _may_manage(self, actor: Principal, client: OAuthClient) -> None:
+    def administers(self, actor: Principal, organisation_id: int | None) -> bool:
+        """Whoever administers the organisation's people looks after its
+        applications too (issue 5: a local authority team does in its area what an
+        organisation admin does in theirs)."""
         if actor.is_platform_admin:
-            return
-        if not actor.has_role(Role.ORGANISATION_ADMIN, client.organisation_id):
+            return True
+        org = self.session.get(Organisation, organisation_id) if organisation_id else None
+        return org is not None and administers(actor, org)
+
+    def _may_manage(self, actor: Principal, client: OAuthClient) -> None:
+        if not self.administers(actor, client.organisation_id):
             raise NotAllowed()
+
+    def managed(self, actor: Principal, client_id: str) -> OAuthClient:
+        """The application, for someone who may look after it; NotAllowed otherwise."""
+        client = self.get(client_id)
+        self._may_manage(actor, client)
+        return client
 
     def visible_to(self, actor: Principal) -> list[OAuthClient]:
         query = select(OAuthClient).order_by(OAuthClient.name, OAuthClient.id)
-        if not actor.is_platform_admin:
-            orgs = actor.organisations_with(Role.ORGANISATION_ADMIN)
-            query = query.where(OAuthClient.organisation_id.in_(orgs))
+        clause = administered_clause(actor)
+        if clause is not None:
+            query = query.join(
+                Organisation, Organisation.id == OAuthClient.organisation_id).where(clause)
         return list(self.session.scalars(query))
 
     def register(self, actor: Principal, reg: Registration) -> tuple[OAuthClient, str | None]:
         """A pending client, and its secret (shown once) when it uses one."""
-        if not (actor.is_platform_admin
-                or actor.has_role(Role.ORGANISATION_ADMIN, reg.organisation_id)):
+        if not self.administers(actor, reg.organisation_id):
             raise NotAllowed()
         problems = validate(reg)
         if reg.resource_uri and self.session.scalar(

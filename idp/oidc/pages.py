@@ -1,5 +1,6 @@
-"""Relying applications in the console: organisation admins register and look
-after their own; platform admins approve them and mark first-party ones."""
+"""Relying applications in the console: whoever administers an organisation (its
+admins, its area's local authority team) registers and looks after its
+applications; platform admins approve them and mark first-party ones."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from core.errors import FieldProblem, InvalidInput, NotAllowed
-from directory.models import Role
+from directory.models import Organisation
 from idp import web
 from idp.forms import attach_problems
 from idp.oidc.clients import Registration
@@ -55,20 +56,24 @@ def _registration(form: ApplicationForm) -> Registration:
 
 
 def _managed(client_id: str) -> OAuthClient:
+    return web.unit().clients.managed(web.principal(), client_id)
+
+
+def _organisations() -> list[Organisation]:
+    """The organisations to offer: every one for a platform admin, else those the
+    person administers."""
     unit = web.unit()
     actor = web.principal()
-    client = unit.clients.get(client_id)
-    if not (actor.is_platform_admin
-            or actor.has_role(Role.ORGANISATION_ADMIN, client.organisation_id)):
-        raise NotAllowed()
-    return client
+    if actor.is_platform_admin:
+        return list(unit.directory.organisations())
+    return unit.directory.administered_organisations(actor)
 
 
 @blueprint.get("")
 @web.login_required
 def index() -> str:
     actor = web.principal()
-    if not (actor.is_platform_admin or actor.organisations_with(Role.ORGANISATION_ADMIN)):
+    if not (actor.is_platform_admin or _organisations()):
         raise NotAllowed()
     unit = web.unit()
     clients = unit.clients.visible_to(actor)
@@ -82,9 +87,7 @@ def index() -> str:
 def new() -> Response | str | tuple[str, int]:
     unit = web.unit()
     actor = web.principal()
-    organisations = [o for o in unit.directory.organisations()
-                     if actor.is_platform_admin
-                     or actor.has_role(Role.ORGANISATION_ADMIN, o.id)]
+    organisations = _organisations()
     if not organisations:
         raise NotAllowed()
     form = ApplicationForm()

@@ -19,6 +19,7 @@ from directory.models import Role
 from directory.services_models import Service
 from idp.app import create_app
 from idp.container import Container
+from idp.federation.models import UpstreamProvider
 from tests.factories import World, sign_in
 from tests.idp.conftest import Browser, audit_count, gov_date, text_of
 from tokens.attempts import Client
@@ -150,6 +151,14 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
         "services.close": {},
         "services.place": {"username": locked.username},
         "services.unplace": {},
+        # The organisation's own identity provider: a complete one, so the token is
+        # the only thing missing (organisation 1 is the admin's own).
+        "identity_provider.show": {
+            "issuer": "https://login.example.org", "client_id": "contactpoint",
+            "client_secret": "forged secret", "username_claim": "email",
+        },
+        "identity_provider.accepted_acr": {"accepted_acr": "forged"},
+        "identity_provider.remove": {"reason": "forged"},
     }
     ids = {"application_id": application.id, "person_id": locked.person.id}
     before = audit_count(container)
@@ -188,6 +197,8 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
     assert {"services.new", "services.edit", "services.close", "services.place",
             "services.unplace"} <= tried
     assert {"federation.choose", "federation.link", "federation.unlink"} <= tried
+    assert {"identity_provider.show", "identity_provider.test_connection",
+            "identity_provider.accepted_acr", "identity_provider.remove"} <= tried
     assert {"api.suspend_person", "api.reinstate_person", "api.end_position",
             "api.suspend_organisation", "api.accredit_organisation"} <= tried
     # Nothing happened: no audit entry, no change, and the session survived the sign-out post.
@@ -197,6 +208,7 @@ def test_every_form_refuses_a_post_without_a_valid_csrf_token(
         assert app_row is not None and app_row.identity_check is None
         assert app_row.decision is None
         assert check.session.scalar(select(func.count()).select_from(Service)) == 0
+        assert check.session.scalar(select(func.count()).select_from(UpstreamProvider)) == 0
         assert check.session.scalar(
             select(Application).where(Application.family_name == "Forged")
         ) is None
@@ -237,6 +249,8 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
             "tokens.resync", "tokens.lost"} <= set(checked)
     assert {"services.search", "services.detail", "services.new", "services.edit",
             "services.close"} <= set(checked)
+    assert {"identity_provider.show", "identity_provider.accepted_acr",
+            "identity_provider.remove"} <= set(checked)
 
     # Forms too: with a good token but no session, every post goes to sign-in as well.
     token = browser.token("/sign-in")
@@ -262,6 +276,8 @@ def test_every_page_but_sign_in_activation_and_assets_sends_anonymous_visitors_t
             "resets.request_password_reset"} <= set(posted)
     assert {"keys.add", "keys.remove", "keys.step_up"} <= set(posted)
     assert {"federation.link", "federation.unlink"} <= set(posted)
+    assert {"identity_provider.show", "identity_provider.test_connection",
+            "identity_provider.accepted_acr", "identity_provider.remove"} <= set(posted)
     assert {"tokens.assign", "tokens.activate", "tokens.resync", "tokens.lost"} <= set(posted)
     assert {"services.new", "services.edit", "services.close", "services.place",
             "services.unplace"} <= set(posted)

@@ -67,7 +67,8 @@ def test_every_get_route_carries_the_headers_anonymous_and_signed_in(
     signed_in = _walk(app, browser, ids, hsts=False)
     assert anonymous == signed_in
     assert {"home.index", "home.healthz", "ops.readyz", "ops.metrics_page", "signin.start",
-            "people.index", "services.search", "local_assets"} <= signed_in
+            "people.index", "services.search", "local_assets",
+            "identity_provider.show"} <= signed_in
 
 
 def test_hsts_on_every_route_when_served_over_https(

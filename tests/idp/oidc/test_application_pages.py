@@ -1,15 +1,19 @@
-"""The relying-application pages: registration by an organisation admin, approval
-by a platform admin, secrets shown once, and the refusals."""
+"""The relying-application pages: registration by an organisation admin or its
+area's local authority team, approval by a platform admin, secrets shown once,
+and the refusals."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from directory.models import Role
+from core.errors import NotAllowed
+from directory.models import OrganisationKind, Role
 from idp.container import Container
+from idp.oidc.clients import Registration
 from idp.oidc.models import ClientStatus, OAuthClient
 from tests.factories import World
 from tests.idp.conftest import Browser, text_of
@@ -124,3 +128,58 @@ def test_rotating_the_secret_asks_first_and_shows_the_new_one_once(
     assert stored is not None
     assert container.digester.matches(second.group(1), stored.secret_digest or "")
     assert not container.digester.matches(first.group(1), stored.secret_digest or "")
+
+
+def test_a_local_authority_team_looks_after_its_areas_applications_and_nobody_elses(
+    container: Container, world: World, browser: Browser
+) -> None:
+    council = world.organisation("Northshire County Council")
+    school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
+                                registration_authority=council)
+    far = world.organisation("Southshire Academy", OrganisationKind.SCHOOL)
+    far_admin = world.member(far, Role.ORGANISATION_ADMIN, given_name="Fay")
+    with container.unit() as unit:
+        theirs, _ = unit.clients.register(world.principal(far_admin), Registration(
+            organisation_id=far.id, name="Southshire records",
+            redirect_uris=["https://south.example/cb"]))
+        unit.commit()
+        theirs_id = theirs.client_id
+    team = world.member(council, Role.LOCAL_AUTHORITY_TEAM, given_name="Lara")
+    assert browser.sign_in(team, container).status_code == 302
+    # Refusals first: another council's school is neither on offer nor accepted,
+    # and its application is not shown, rotated or suspended.
+    form = text_of(browser.client.get("/relying-applications/new"))
+    assert "Northshire Primary" in form and "Southshire Academy" not in form
+    forged = browser.submit("/relying-applications/new", {**FORM, "organisation_id": str(far.id)})
+    assert forged.status_code == 400
+    for path in (f"/relying-applications/{theirs_id}",
+                 f"/relying-applications/{theirs_id}/secret",
+                 f"/relying-applications/{theirs_id}/suspend"):
+        assert browser.client.get(path).status_code == 403, path
+    with container.unit() as unit, pytest.raises(NotAllowed):
+        unit.clients.register(world.principal(team), Registration(
+            organisation_id=far.id, name="Forged", redirect_uris=["https://x.example/cb"]))
+    # The school of its own area: registered, listed, shown, its secret rotated.
+    created = browser.submit("/relying-applications/new",
+                             {**FORM, "organisation_id": str(school.id)})
+    assert created.status_code == 200, text_of(created)[:2000]
+    with container.unit() as unit:
+        ours = unit.session.scalars(
+            select(OAuthClient).where(OAuthClient.organisation_id == school.id)).one()
+        ours_id = ours.client_id
+        assert ours.status is ClientStatus.PENDING
+    listing = text_of(browser.client.get("/relying-applications"))
+    assert ours_id in listing and theirs_id not in listing
+    detail = text_of(browser.client.get(f"/relying-applications/{ours_id}"))
+    assert "Northshire Primary" in detail and "Approve" not in detail
+    rotated = browser.submit(f"/relying-applications/{ours_id}/secret", {})
+    assert re.search(r'id="client-secret">([^<]+)<', text_of(rotated))
+    # Approval stays with platform admins: the team cannot approve what it registered.
+    assert browser.client.get(f"/relying-applications/{ours_id}/approve").status_code == 403
+    forged_approval = browser.submit(f"/relying-applications/{ours_id}/approve",
+                                     {"reason": "ours"}, page=f"/relying-applications/{ours_id}")
+    assert forged_approval.status_code == 403
+    with container.unit() as unit:
+        with pytest.raises(NotAllowed):
+            unit.clients.approve(world.principal(team), ours_id, "ours")
+        assert unit.clients.get(ours_id).status is ClientStatus.PENDING
