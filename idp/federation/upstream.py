@@ -14,6 +14,7 @@ import hmac
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -21,7 +22,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -29,6 +29,12 @@ from joserfc.jwk import ECKey, KeySet, RSAKey
 from joserfc.jws import extract_compact
 
 from core.errors import DomainError
+
+with warnings.catch_warnings():
+    # Authlib 1.9 announces a move to an `httpx2` package; httpx 0.28 is what it
+    # supports today, and the notice would greet everyone who starts the service.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
+    from authlib.integrations.httpx_client import OAuth2Client
 
 # Asymmetric only: `none` and the HS* family (keyed with the client secret, which
 # the provider's other clients may know) are refused for ID tokens.
