@@ -167,7 +167,7 @@ def register_client(u: Any, organisation_id: int) -> tuple[str, str]:
         redirect_uris=["https://rp.example.org/cb"],
         scopes=["openid", "profile", "admin"],
         grant_types=["client_credentials", "authorization_code", "refresh_token"],
-    ))
+    ), "bench")
     assert secret is not None
     u.clients.approve(operator(), client.client_id, "bench")
     u.commit()

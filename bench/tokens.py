@@ -147,7 +147,7 @@ def run(database_url: str, instance_dir: Path, count: int, encrypted: bool,
         started = time.perf_counter()
         packages = parse_pskc(data, source="bench.xml", preshared_key=PSK if encrypted else None)
         parsed = time.perf_counter()
-        unit.inventory.import_packages(OPERATOR, org, packages, source="bench.xml")
+        unit.inventory.import_packages(OPERATOR, org, packages, source="bench.xml", reason="bench")
         unit.commit()
         done = time.perf_counter()
         stored = unit.session.scalar(
@@ -164,8 +164,8 @@ def run(database_url: str, instance_dir: Path, count: int, encrypted: bool,
         rows.append(("parse + import, as `tokens import` runs",
                      f"{count / (done - started):,.0f} /s", f"{done - started:.2f} s"))
 
-        (totp,) = parse_pskc(totp_file(), source="totp.xml")
-        unit.inventory.import_packages(OPERATOR, org, [totp], source="totp.xml")
+        (totp,) = parse_pskc(totp_file(), source="totp.xml", reason="bench")
+        unit.inventory.import_packages(OPERATOR, org, [totp], source="totp.xml", reason="bench")
         unit.commit()
         token = unit.session.scalars(
             select(OtpToken).where(OtpToken.serial == "BENCH-TOTP")).one()

@@ -61,6 +61,13 @@ def reason_from(actor: Principal, reason: str | None) -> str | None:
     return None
 
 
+def reason_detail(actor: Principal, reason: str | None) -> dict[str, str]:
+    """`reason_from` as the detail of an audit entry: nothing when no reason
+    was given (and none was needed), so entries of acts without one stay as they were."""
+    why = reason_from(actor, reason)
+    return {"reason": why} if why else {}
+
+
 def current_position_filter(today: date) -> list[ColumnElement[bool]]:
     return [Position.starts_on <= today, Position.ends_on.is_(None) | (Position.ends_on >= today)]
 

@@ -615,8 +615,9 @@ def tokens() -> None:
     default=None,
     help="The pre-shared key (hex or raw bytes) when the secrets are encrypted.",
 )
+@REASON
 @cli_errors
-def tokens_import(file: Path, org_code: str, key_file: Path | None) -> None:
+def tokens_import(file: Path, org_code: str, key_file: Path | None, reason: str) -> None:
     """Put every token of a PSKC file (RFC 6030) in stock, or none if anything is wrong."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -645,9 +646,12 @@ def tokens_import(file: Path, org_code: str, key_file: Path | None) -> None:
                     parsed.packages,
                     source=file.name,
                     progress=lambda done, _total: bar.update(task, completed=done),
+                    reason=reason,
                 )
             unit.commit()
         except InvalidInput as error:
+            if all(problem.field == "reason" for problem in error.problems):
+                raise  # the operator's own omission, not the file's: one line
             click.echo(f"{file.name} refused; nothing was imported:", err=True)
             for problem in error.problems:
                 click.echo(f"  {problem.describe()}", err=True)

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 from core.audit import Auditor
 from core.clock import Clock
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
-from directory.accreditation import reason_from
+from directory.accreditation import reason_detail
 from directory.models import Organisation, Person
 from directory.service import DirectoryService, Principal, access_blockers, require_admin_over
 from tokens.attempts import Attempts, Client
@@ -99,13 +99,6 @@ class TokenPage:
 def _b32(secret: bytes) -> str:
     """The seed as pyotp (and OtpVerifier) expect it: base32 without padding."""
     return base64.b32encode(secret).decode("ascii").rstrip("=")
-
-
-def _why(actor: Principal, reason: str | None) -> dict[str, str]:
-    """The reason for a token act, as detail for its event and audit entry: a
-    platform admin must give one, anyone else may (`reason_from`)."""
-    why = reason_from(actor, reason)
-    return {"reason": why} if why else {}
 
 
 @dataclass
@@ -194,12 +187,14 @@ class InventoryService:
         *,
         source: str,
         progress: Progress | None = None,
+        reason: str | None = None,
     ) -> ImportReport:
         """Put every package in stock for the organisation, or none of them.
 
         The caller commits; on any error nothing has been written (the checks
         come first, and the caller rolls back anything a failure left behind)."""
         self._require_admin_of(actor, organisation.id)
+        why = reason_detail(actor, reason)
         taken = self.serials_taken([p.serial for p in packages])
         if taken:
             raise InvalidInput([
@@ -269,6 +264,7 @@ class InventoryService:
                 "totp": sum(1 for p in packages if p.algorithm is OtpAlgorithm.TOTP),
                 "first_serial": packages[0].serial if packages else None,
                 "last_serial": packages[-1].serial if packages else None,
+                **why,
             },
         )
         return ImportReport(organisation.id, total, source)
@@ -339,7 +335,7 @@ class InventoryService:
         token = self.token_by_serial(actor, serial)
         self._require_admin_of(actor, token.organisation_id)
         require_admin_over(actor, person, self.clock.today())
-        why = _why(actor, reason)
+        why = reason_detail(actor, reason)
         if token.state not in (TokenState.IN_STOCK, TokenState.RETURNED):
             state = token.state.value.replace("_", " ")
             raise TokenStateConflict(f"Token {token.serial} is {state}, not in stock")
@@ -459,7 +455,7 @@ class InventoryService:
         be used to sign in afterwards."""
         token = self.token(actor, token_id)
         self._require_holder_or_admin(actor, token)
-        why = _why(actor, reason)
+        why = reason_detail(actor, reason)
         if token.state not in (TokenState.ASSIGNED, TokenState.ACTIVE):
             raise TokenStateConflict()
         first, second = ("".join(c.split()) for c in (first, second))
@@ -518,7 +514,7 @@ class InventoryService:
         with the token in hand; a lost one that turns up counts too."""
         token = self.token(actor, token_id)
         self._require_admin_of(actor, token.organisation_id)
-        why = _why(actor, reason)
+        why = reason_detail(actor, reason)
         if token.state not in (TokenState.ASSIGNED, TokenState.ACTIVE, TokenState.LOST):
             state = token.state.value.replace("_", " ")
             raise TokenStateConflict(f"Token {token.serial} is {state}: it cannot be returned")
@@ -541,7 +537,7 @@ class InventoryService:
         """Take a token out of use at once; its holder's sessions end with it."""
         token = self.token(actor, token_id)
         person = self._require_holder_or_admin(actor, token)
-        why = _why(actor, reason)
+        why = reason_detail(actor, reason)
         allowed = {TokenState.IN_STOCK, TokenState.ASSIGNED, TokenState.ACTIVE}
         if stolen:
             allowed.add(TokenState.LOST)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.audit import Auditor
 from core.errors import FieldProblem, InvalidInput, NotAllowed
+from directory.accreditation import reason_detail
 from directory.models import Organisation, Person
 from directory.service import Principal, administers, current_positions
 from tokens.models import AuthenticatorPolicy, TokenForm
@@ -115,11 +116,17 @@ class PolicyService:
         allowed: frozenset[Factor],
         attestation: str,
         user_verification: str,
+        reason: str | None = None,
     ) -> EffectivePolicy:
         org = self.session.get(Organisation, organisation_id)
         if org is None or not administers(actor, org):
             raise NotAllowed()
-        problems = []
+        problems: list[FieldProblem] = []
+        why: dict[str, str] = {}
+        try:
+            why = reason_detail(actor, reason)
+        except InvalidInput as error:
+            problems.extend(error.problems)
         if attestation not in ATTESTATIONS:
             problems.append(FieldProblem("attestation", "expected none or direct"))
         if user_verification not in USER_VERIFICATIONS:
@@ -147,7 +154,8 @@ class PolicyService:
             subject_type="organisation",
             subject_id=organisation_id,
             organisation_id=organisation_id,
-            detail={"before": _describe(before), "after": _describe(after)},
+            detail={"before": _describe(before), "after": _describe(after),
+                    **why},
         )
         return after
 

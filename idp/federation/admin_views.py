@@ -99,7 +99,7 @@ def show(organisation_id: int) -> Response | tuple[str, int]:
         private_key_pem=(form.private_key.data or "").strip() or None,
     )
     try:
-        added = unit.federation.add(web.principal(), new)
+        added = unit.federation.add(web.principal(), new, form.reason.data)
         unit.commit()
     except InvalidInput as error:
         unit.session.rollback()
@@ -138,12 +138,17 @@ def accepted_acr(organisation_id: int) -> Response | str | tuple[str, int]:
     form = AcceptedAcrForm()
     if form.validate_on_submit():
         unit = web.unit()
-        changed = unit.federation.set_accepted_acr(
-            web.principal(), org.id, _lines(form.accepted_acr.data))
-        unit.commit()
-        accepted = ", ".join(changed.accepted_acr) or "none: the token and PIN are always asked"
-        flash(f"Accepted acr values saved ({accepted})")
-        return redirect(url_for(".show", organisation_id=org.id))
+        try:
+            changed = unit.federation.set_accepted_acr(
+                web.principal(), org.id, _lines(form.accepted_acr.data), form.reason.data)
+        except InvalidInput as error:
+            attach_problems(form, error)
+        else:
+            unit.commit()
+            accepted = (", ".join(changed.accepted_acr)
+                        or "none: the token and PIN are always asked")
+            flash(f"Accepted acr values saved ({accepted})")
+            return redirect(url_for(".show", organisation_id=org.id))
     if not form.is_submitted():
         form.accepted_acr.data = "\n".join(provider.accepted_acr)
     page = render_template("federation/admin_accepted_acr.html", form=form, org=org,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from idp.cli import _container, _unit, cli_errors, main, operator
+from idp.cli import REASON, _container, _unit, cli_errors, main, operator
 from idp.federation.service import NewProvider
 
 
@@ -40,10 +40,11 @@ def _read(path: Path, what: str) -> str:
               help="The ID token claim with the person's username or email.")
 @click.option("--accept-acr", "accept_acr", multiple=True,
               help="An upstream acr accepted as level 2: token and PIN are then skipped.")
+@REASON
 @cli_errors
 def federation_add(org_code: str, issuer: str, client_id: str,
                    client_secret_file: Path | None, private_key_file: Path | None,
-                   username_claim: str, accept_acr: tuple[str, ...]) -> None:
+                   username_claim: str, accept_acr: tuple[str, ...], reason: str) -> None:
     """Register ORG_CODE's provider; the secret or key is stored encrypted."""
     if (client_secret_file is None) == (private_key_file is None):
         raise click.ClickException("give one of --client-secret-file or --private-key-file")
@@ -55,7 +56,7 @@ def federation_add(org_code: str, issuer: str, client_id: str,
             organisation_id=org.id, issuer=issuer, client_id=client_id,
             username_claim=username_claim, accepted_acr=accept_acr,
             client_secret=secret, private_key_pem=key,
-        ))
+        ), reason)
         unit.commit()
         click.echo(f"{org.code}: provider {provider.issuer} added ({provider.auth_method})")
         click.echo(f"Register this redirect URI at the provider: {unit.federation.redirect_uri}")
@@ -93,12 +94,13 @@ def federation_test(org_code: str) -> None:
 @federation.command("accept-acr")
 @click.argument("org_code")
 @click.argument("values", nargs=-1)
+@REASON
 @cli_errors
-def federation_accept_acr(org_code: str, values: tuple[str, ...]) -> None:
+def federation_accept_acr(org_code: str, values: tuple[str, ...], reason: str) -> None:
     """Set the upstream acr values that meet level 2 (none: always token and PIN)."""
     with _unit(_container()) as unit:
         org = unit.directory.organisation_by_code(org_code)
-        provider = unit.federation.set_accepted_acr(operator(), org.id, list(values))
+        provider = unit.federation.set_accepted_acr(operator(), org.id, list(values), reason)
         unit.commit()
         accepted = ", ".join(provider.accepted_acr) or "none (token and PIN always asked)"
         click.echo(f"{org.code}: accepted acr: {accepted}")
@@ -106,11 +108,12 @@ def federation_accept_acr(org_code: str, values: tuple[str, ...]) -> None:
 
 @federation.command("remove")
 @click.argument("org_code")
+@REASON
 @cli_errors
-def federation_remove(org_code: str) -> None:
+def federation_remove(org_code: str, reason: str) -> None:
     """Remove ORG_CODE's provider and every link to it."""
     with _unit(_container()) as unit:
         org = unit.directory.organisation_by_code(org_code)
-        links = unit.federation.remove(operator(), org.id)
+        links = unit.federation.remove(operator(), org.id, reason)
         unit.commit()
         click.echo(f"{org.code}: provider removed, with {links} linked accounts")

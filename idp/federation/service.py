@@ -21,6 +21,7 @@ from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import DataCipher, SecretDigester, new_token
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
+from directory.accreditation import reason_detail
 from directory.models import Organisation, Person
 from directory.service import DirectoryService, Principal, require_admin_over
 from idp.federation.models import UpstreamLink, UpstreamProvider, UpstreamRequest
@@ -124,9 +125,11 @@ class FederationService:
         self._may_manage(actor, organisation_id)
         return self.provider_of(organisation_id)
 
-    def add(self, actor: Principal, new: NewProvider) -> UpstreamProvider:
+    def add(self, actor: Principal, new: NewProvider, reason: str | None = None
+            ) -> UpstreamProvider:
         """Register an organisation's provider; its secret or key kept encrypted."""
         self._may_manage(actor, new.organisation_id)
+        why = reason_detail(actor, reason)
         problems = []
         if not is_acceptable_url(new.issuer):
             problems.append(FieldProblem("issuer", "must be an https URL"))
@@ -179,6 +182,7 @@ class FederationService:
                 "auth_method": method,
                 "username_claim": provider.username_claim,
                 "accepted_acr": provider.accepted_acr,
+                **why,
             },
         )
         return provider
@@ -207,11 +211,12 @@ class FederationService:
         )
 
     def set_accepted_acr(self, actor: Principal, organisation_id: int,
-                         values: list[str]) -> UpstreamProvider:
+                         values: list[str], reason: str | None = None) -> UpstreamProvider:
         """Which upstream `acr` values meet level 2 for this organisation (none:
         token and PIN are always asked). Audited with what it was before, as
         it decides how strongly its people sign in."""
         self._may_manage(actor, organisation_id)
+        why = reason_detail(actor, reason)
         provider = self.provider_of(organisation_id)
         if provider is None:
             raise NotFound("this organisation has no provider")
@@ -222,7 +227,7 @@ class FederationService:
             subject_type="organisation",
             subject_id=organisation_id,
             organisation_id=organisation_id,
-            detail={"before": before, "after": provider.accepted_acr},
+            detail={"before": before, "after": provider.accepted_acr, **why},
         )
         return provider
 
@@ -230,6 +235,7 @@ class FederationService:
         """Remove the provider and every link to it; returns how many links went.
         The reason (the console asks for one) goes on the audit trail."""
         self._may_manage(actor, organisation_id)
+        why = reason_detail(actor, reason)
         provider = self.provider_of(organisation_id)
         if provider is None:
             raise NotFound("this organisation has no provider")
@@ -245,8 +251,7 @@ class FederationService:
             subject_type="organisation",
             subject_id=organisation_id,
             organisation_id=organisation_id,
-            detail={"issuer": provider.issuer, "links_removed": links,
-                    **({"reason": reason} if reason else {})},
+            detail={"issuer": provider.issuer, "links_removed": links, **why},
         )
         return int(links)
 

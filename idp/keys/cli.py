@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from idp.cli import _container, _unit, cli_errors, main, operator
+from idp.cli import REASON, _container, _unit, cli_errors, main, operator
 from tokens.policy import ATTESTATIONS, USER_VERIFICATIONS, EffectivePolicy, Factor, PolicyService
 
 
@@ -42,6 +42,7 @@ def policy_show(org_code: str) -> None:
               show_default=True, help="direct: refuse keys that give no attestation.")
 @click.option("--user-verification", type=click.Choice(USER_VERIFICATIONS),
               default="preferred", show_default=True)
+@REASON
 @cli_errors
 def policy_set(
     org_code: str,
@@ -50,6 +51,7 @@ def policy_set(
     security_key: bool,
     attestation: str,
     user_verification: str,
+    reason: str,
 ) -> None:
     """Set the whole policy; it applies from the next sign-in."""
     allowed = {
@@ -65,6 +67,7 @@ def policy_set(
             allowed=frozenset(f for f, on in allowed.items() if on),
             attestation=attestation,
             user_verification=user_verification,
+            reason=reason,
         )
         unit.commit()
         _show(org.code, result)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from idp.cli import _container, _unit, cli_errors, main, operator
+from idp.cli import REASON, _container, _unit, cli_errors, main, operator
 from idp.keys.cli import keys
 from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES, SCOPES, Registration
 from idp.oidc.logout import BackChannel
@@ -45,13 +45,14 @@ def clients() -> None:
               show_default=True)
 @click.option("--resource-server", "resource_uri",
               help="Register a resource server answering to this audience URI instead.")
+@REASON
 @cli_errors
 def clients_add(org_code: str, name: str, redirect_uris: tuple[str, ...],
                 post_logout: tuple[str, ...], backchannel_logout_uri: str | None,
                 auth_method: str, jwks_file: Path | None, jwks_uri: str | None,
                 scopes: tuple[str, ...], grant_types: tuple[str, ...], dpop_required: bool,
                 par_required: bool, pairwise: bool, sector_identifier: str | None,
-                id_token_alg: str, resource_uri: str | None) -> None:
+                id_token_alg: str, resource_uri: str | None, reason: str) -> None:
     """Register an application (pending until approved); prints its secret once."""
     try:
         jwks = json.loads(jwks_file.read_text()) if jwks_file else None
@@ -71,7 +72,7 @@ def clients_add(org_code: str, name: str, redirect_uris: tuple[str, ...],
             kind=ClientKind.RESOURCE_SERVER if resource_uri else ClientKind.APPLICATION,
             resource_uri=resource_uri,
         )
-        client, secret = unit.clients.register(operator(), registration)
+        client, secret = unit.clients.register(operator(), registration, reason)
         unit.commit()
         click.echo(f"client_id: {client.client_id} (pending approval)")
         if secret:
@@ -104,18 +105,19 @@ def clients_approve(client_id: str, reason: str, first_party: bool) -> None:
     with _unit(_container()) as unit:
         client = unit.clients.approve(operator(), client_id, reason)
         if first_party:
-            unit.clients.set_first_party(operator(), client_id, True)
+            unit.clients.set_first_party(operator(), client_id, True, reason)
         unit.commit()
         click.echo(f"approved {client.client_id} ({client.name})")
 
 
 @clients.command("rotate-secret")
 @click.argument("client_id")
+@REASON
 @cli_errors
-def clients_rotate_secret(client_id: str) -> None:
+def clients_rotate_secret(client_id: str, reason: str) -> None:
     """A new secret; the old one stops working at once."""
     with _unit(_container()) as unit:
-        secret = unit.clients.rotate_secret(operator(), client_id)
+        secret = unit.clients.rotate_secret(operator(), client_id, reason)
         unit.commit()
         click.echo(f"client_secret: {secret}")
 

@@ -21,6 +21,7 @@ from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import SecretDigester
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
+from directory.accreditation import reason_detail
 from directory.models import Organisation
 from directory.service import Principal, administered_clause, administers
 from idp.oidc.models import ClientKind, ClientStatus, OAuthClient
@@ -175,10 +176,13 @@ class ClientRegistry:
                 Organisation, Organisation.id == OAuthClient.organisation_id).where(clause)
         return list(self.session.scalars(query))
 
-    def register(self, actor: Principal, reg: Registration) -> tuple[OAuthClient, str | None]:
+    def register(
+        self, actor: Principal, reg: Registration, reason: str | None = None
+    ) -> tuple[OAuthClient, str | None]:
         """A pending client, and its secret (shown once) when it uses one."""
         if not self.administers(actor, reg.organisation_id):
             raise NotAllowed()
+        why = reason_detail(actor, reason)
         problems = validate(reg)
         if reg.resource_uri and self.session.scalar(
             select(OAuthClient.id).where(OAuthClient.resource_uri == reg.resource_uri)
@@ -219,7 +223,7 @@ class ClientRegistry:
         self.session.flush()
         self.audit.record("oidc:client:registered", subject_type="oauth_client",
                           subject_id=client.client_id, organisation_id=client.organisation_id,
-                          detail={"name": client.name, "kind": client.kind.value})
+                          detail={"name": client.name, "kind": client.kind.value, **why})
         return client, secret
 
     def approve(self, actor: Principal, client_id: str, reason: str) -> OAuthClient:
@@ -248,24 +252,30 @@ class ClientRegistry:
                           detail={"reason": reason})
         return client
 
-    def set_first_party(self, actor: Principal, client_id: str, first_party: bool) -> OAuthClient:
+    def set_first_party(
+        self, actor: Principal, client_id: str, first_party: bool, reason: str | None = None
+    ) -> OAuthClient:
+        """Platform admins only (it skips the consent page), so always with a reason."""
         if not actor.is_platform_admin:
             raise NotAllowed()
+        why = reason_detail(actor, reason)
         client = self.get(client_id)
         client.first_party = first_party
         self.audit.record("oidc:client:first_party", subject_type="oauth_client",
                           subject_id=client.client_id, organisation_id=client.organisation_id,
-                          detail={"first_party": first_party})
+                          detail={"first_party": first_party, **why})
         return client
 
-    def rotate_secret(self, actor: Principal, client_id: str) -> str:
+    def rotate_secret(self, actor: Principal, client_id: str, reason: str | None = None) -> str:
         client = self.get(client_id)
         self._may_manage(actor, client)
+        why = reason_detail(actor, reason)
         if client.auth_method != "client_secret_basic":
             raise Conflict("This application authenticates with its own keys, not a secret")
         secret = secrets.token_urlsafe(32)
         client.secret_digest = self.digester.digest(secret)
         client.secret_set_at = self.clock.now()
         self.audit.record("oidc:client:secret_rotated", subject_type="oauth_client",
-                          subject_id=client.client_id, organisation_id=client.organisation_id)
+                          subject_id=client.client_id, organisation_id=client.organisation_id,
+                          detail=why or None)
         return secret

@@ -73,6 +73,8 @@ class ApplicationForm(FlaskForm):  # type: ignore[misc]
     id_token_alg = RadioField("ID token signature", widget=GovRadioInput(), default="ES256",
                               choices=[("ES256", "ES256 (recommended)"), ("RS256", "RS256")],
                               validators=[InputRequired("Choose a signature")])
+    reason = StringField("Reason (recorded in the audit log; platform admins must give one)",
+                         widget=GovTextInput(), validators=[Optional(), Length(max=300)])
     submit = SubmitField("Register the application", widget=GovSubmitInput())
 
 
@@ -82,5 +84,9 @@ class ReasonForm(FlaskForm):  # type: ignore[misc]
     submit = SubmitField("Confirm", widget=GovSubmitInput())
 
 
-class ConfirmForm(FlaskForm):  # type: ignore[misc]
+class WhyForm(FlaskForm):  # type: ignore[misc]
+    """A confirmation whose reason the service asks of platform admins only."""
+
+    reason = StringField("Reason (recorded in the audit log; platform admins must give one)",
+                         widget=GovTextInput(), validators=[Optional(), Length(max=300)])
     submit = SubmitField("Confirm", widget=GovSubmitInput())

@@ -15,7 +15,7 @@ from directory.models import Organisation
 from idp import web
 from idp.forms import attach_problems
 from idp.oidc.clients import Registration
-from idp.oidc.forms import ApplicationForm, ConfirmForm, ReasonForm
+from idp.oidc.forms import ApplicationForm, ReasonForm, WhyForm
 from idp.oidc.models import ClientStatus, OAuthClient
 from idp.oidc.views import provider
 
@@ -94,7 +94,8 @@ def new() -> Response | str | tuple[str, int]:
     form.organisation_id.choices = [(o.id, o.name) for o in organisations]
     if form.validate_on_submit():
         try:
-            client, secret = unit.clients.register(actor, _registration(form))
+            client, secret = unit.clients.register(actor, _registration(form),
+                                                   form.reason.data)
             unit.commit()
             # Shown in this response only: never stored in a cookie or flashed.
             return render_template("oidc/application_secret.html", client=client,
@@ -126,9 +127,12 @@ def _on_form(error: InvalidInput) -> InvalidInput:
 @blueprint.get("/<client_id>")
 @web.login_required
 def detail(client_id: str) -> str:
-    client = _managed(client_id)
+    return _detail(_managed(client_id))
+
+
+def _detail(client: OAuthClient, **extra: object) -> str:
     unit = web.unit()
-    return render_template("oidc/application_detail.html", client=client,
+    return render_template("oidc/application_detail.html", client=client, **extra,
                            organisation=unit.directory.organisation(client.organisation_id),
                            can_approve=web.principal().is_platform_admin
                            and client.status is ClientStatus.PENDING,
@@ -169,27 +173,37 @@ def suspend(client_id: str) -> Response | str:
 
 @blueprint.route("/<client_id>/secret", methods=["GET", "POST"])
 @web.login_required
-def rotate_secret(client_id: str) -> Response | str:
+def rotate_secret(client_id: str) -> Response | str | tuple[str, int]:
     client = _managed(client_id)
-    form = ConfirmForm()
+    form = WhyForm()
     if form.validate_on_submit():
-        secret = web.unit().clients.rotate_secret(web.principal(), client_id)
-        web.unit().commit()
-        provider().clients.forget(client_id)
-        return render_template("oidc/application_secret.html", client=client, secret=secret,
-                               title="New secret")
+        try:
+            secret = web.unit().clients.rotate_secret(web.principal(), client_id,
+                                                      form.reason.data)
+            web.unit().commit()
+            provider().clients.forget(client_id)
+            return render_template("oidc/application_secret.html", client=client,
+                                   secret=secret, title="New secret")
+        except InvalidInput as error:
+            attach_problems(form, error)
+    status = 400 if form.errors else 200
     return render_template("oidc/application_confirm.html", form=form, client=client,
-                           action="rotate", title=f"Give {client.name} a new secret")
+                           action="rotate", title=f"Give {client.name} a new secret"), status
 
 
 @blueprint.route("/<client_id>/first-party", methods=["POST"])
 @web.login_required
-def first_party(client_id: str) -> Response:
+def first_party(client_id: str) -> Response | tuple[str, int]:
     client = _managed(client_id)
-    form = ConfirmForm()
+    form = WhyForm()
     if not form.validate_on_submit():
         return redirect(url_for("applications.detail", client_id=client_id))
-    web.unit().clients.set_first_party(web.principal(), client_id, not client.first_party)
+    try:
+        web.unit().clients.set_first_party(web.principal(), client_id, not client.first_party,
+                                           form.reason.data)
+    except InvalidInput as error:
+        attach_problems(form, error)
+        return _detail(client, form=form), 400
     web.unit().commit()
     provider().clients.forget(client_id)
     flash("Saved")

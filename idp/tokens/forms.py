@@ -143,4 +143,5 @@ class PolicyForm(FlaskForm):  # type: ignore[misc]
         widget=GovRadioInput(),
         validators=[InputRequired("Choose whether keys must verify their user")],
     )
+    reason = _reason()
     submit = SubmitField("Save the policy", widget=GovSubmitInput())

@@ -107,6 +107,7 @@ def policy(organisation_id: int) -> Response | str:
                 allowed=frozenset(Factor(value) for value in form.allowed.data or []),
                 attestation=form.attestation.data or "",
                 user_verification=form.user_verification.data or "",
+                reason=form.reason.data,
             )
             unit.commit()
             flash(f"The authenticator policy of {organisation.name} is saved; it applies "

@@ -205,3 +205,56 @@ def test_the_team_manages_its_areas_tokens_and_nobody_elses(
         unit.commit()
     assert state_of(container, ours) is TokenState.ASSIGNED
     assert state_of(container, theirs) is TokenState.IN_STOCK
+
+
+def test_a_platform_admin_gives_a_reason_to_import_tokens_or_set_a_policy(
+    app: Flask, container: Container, clock: FrozenClock, world: World
+) -> None:
+    from tests.tokens.pskc_files import Package, build_pskc
+    from tokens.models import AuthenticatorPolicy, OtpToken
+    from tokens.pskc import parse_pskc
+
+    org = world.organisation()
+    platform = world.member(world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY),
+                            Role.PLATFORM_ADMIN, given_name="Pat")
+    packages = parse_pskc(build_pskc([Package(serial="WHY001")]), source="why.xml")
+    with container.unit() as unit, pytest.raises(InvalidInput) as raised:
+        unit.inventory.import_packages(world.principal(platform), org, packages,
+                                       source="why.xml", reason=" ")
+    assert [p.field for p in raised.value.problems] == ["reason"]
+    with container.unit() as unit:
+        assert unit.session.scalars(
+            select(OtpToken).where(OtpToken.serial == "WHY001")).first() is None
+        unit.inventory.import_packages(world.principal(platform), org, packages,
+                                       source="why.xml", reason="the council's order")
+        unit.commit()
+    browser = _browser(app, container, clock, platform)
+    page = f"/tokens/policy/{org.id}"
+    chosen = {"allowed": ["security_key"], "attestation": "none",
+              "user_verification": "preferred"}
+    refused = browser.submit(page, chosen)
+    assert refused.status_code == 200 and "Enter the reason" in text_of(refused)
+    with container.unit() as unit:
+        assert unit.session.get(AuthenticatorPolicy, org.id) is None
+    assert browser.submit(page, {**chosen, "reason": "keys only after the audit"}
+                          ).status_code == 302
+    with container.unit() as unit:
+        details = {e.tag: e.detail for e in unit.session.scalars(select(AuditEntry).where(
+            AuditEntry.tag.in_(["token:imported", "policy:authenticators:changed"])))}
+    assert details["token:imported"]["reason"] == "the council's order"
+    assert details["policy:authenticators:changed"]["reason"] == "keys only after the audit"
+
+
+def test_an_organisation_admin_may_set_its_policy_without_a_reason(
+    container: Container, world: World
+) -> None:
+    org = world.organisation()
+    admin = world.principal(world.member(org, Role.ORGANISATION_ADMIN))
+    with container.unit() as unit:
+        unit.policies.set(admin, org.id, allowed=frozenset({Factor.SECURITY_KEY}),
+                          attestation="none", user_verification="preferred")
+        unit.commit()
+    with container.unit() as unit:
+        detail = unit.session.scalars(select(AuditEntry.detail).where(
+            AuditEntry.tag == "policy:authenticators:changed")).one()
+    assert "reason" not in detail

@@ -282,7 +282,7 @@ def seed(container: Container, people: int) -> Seeded:
         unit = world.unit
         client, secret = unit.clients.register(operator(), Registration(
             organisation_id=organisation.id, name="Fault client", redirect_uris=[],
-            grant_types=["client_credentials"], scopes=["admin"]))
+            grant_types=["client_credentials"], scopes=["admin"]), "fault test")
         assert secret is not None
         unit.clients.approve(operator(), client.client_id, "test")
         unit.key_rotation.ensure()  # made once here rather than raced for by the workers

@@ -32,8 +32,11 @@ def test_an_operator_sets_and_shows_a_policy_and_sign_in_follows_it(
         f"{org.code}: allowed soft_token, hardware_token, security_key; "
         "attestation none; user verification preferred"
     )
-    changed = cli("policy", "set", "--org", org.code, "--no-soft-token",
-                  "--attestation", "direct", "--user-verification", "required")
+    bare = ("policy", "set", "--org", org.code, "--no-soft-token",
+            "--attestation", "direct", "--user-verification", "required")
+    _one_line_error(cli(*bare), "reason: Enter the reason")
+    assert "soft_token" in cli("policy", "show", "--org", org.code).output
+    changed = cli(*bare, "--reason", "phishing seen nearby")
     assert changed.exit_code == 0, changed.output
     assert changed.output.strip() == (
         f"{org.code}: allowed hardware_token, security_key; "
@@ -50,12 +53,13 @@ def test_an_operator_sets_and_shows_a_policy_and_sign_in_follows_it(
             "hardware_token", "security_key", "soft_token"
         ]
         assert entry.detail["after"]["allowed"] == ["hardware_token", "security_key"]
+        assert entry.detail["reason"] == "phishing seen nearby"
 
 
 def test_a_policy_that_allows_nothing_is_refused(cli: Cli, world: World) -> None:
     org = world.organisation()
     result = cli("policy", "set", "--org", org.code, "--no-soft-token",
-                 "--no-hardware-token", "--no-security-key")
+                 "--no-hardware-token", "--no-security-key", "--reason", "testing")
     _one_line_error(result, "allow at least one authenticator")
     _one_line_error(cli("policy", "show", "--org", "NO-SUCH-ORG"))
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from tests.idp.test_cli import Cli
+from core.audit import AuditEntry
+from tests.idp.test_cli import Cli, _one_line_error
 from tests.tokens.pskc_files import PRESHARED_KEY, Package, build_pskc
 from tokens.models import OtpToken, TokenState
 
@@ -39,12 +40,20 @@ def test_import_an_encrypted_file_with_its_key_then_list(cli: Cli, tmp_path: Pat
     assert "pre-shared key" in missing_key.output
     assert _count(cli) == 0
 
-    result = cli("tokens", "import", str(pskc), "--org", "NCC", "--key-file", str(key))
+    # The operator says why, as for every act of the platform's (one line if not).
+    _one_line_error(cli("tokens", "import", str(pskc), "--org", "NCC", "--key-file", str(key)),
+                    "reason: Enter the reason")
+    assert _count(cli) == 0
+    result = cli("tokens", "import", str(pskc), "--org", "NCC", "--key-file", str(key),
+                 "--reason", "first delivery")
     assert result.exit_code == 0, result.output
     assert "imported 120 tokens into NCC" in result.output
     with cli.container().unit() as unit:
         states = set(unit.session.scalars(select(OtpToken.state)))
         assert states == {TokenState.IN_STOCK}
+        entry = unit.session.scalars(
+            select(AuditEntry).where(AuditEntry.tag == "token:imported")).one()
+        assert entry.detail["reason"] == "first delivery"
 
     listed = cli("tokens", "list", "--org", "NCC")
     assert listed.exit_code == 0
@@ -54,7 +63,8 @@ def test_import_an_encrypted_file_with_its_key_then_list(cli: Cli, tmp_path: Pat
     assert "0 in all" in cli("tokens", "list", "--org", "NCC", "--state", "active").output
 
     # The same file again: every serial is taken, nothing changes.
-    again = cli("tokens", "import", str(pskc), "--org", "NCC", "--key-file", str(key))
+    again = cli("tokens", "import", str(pskc), "--org", "NCC", "--key-file", str(key),
+                "--reason", "again")
     assert again.exit_code == 1
     assert "batch.pskc, row 1, SerialNo: serial C000 is already in the inventory" in again.output
     assert _count(cli) == 120

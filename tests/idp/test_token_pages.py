@@ -29,7 +29,8 @@ def stock(world: World, org: Organisation, serials: list[str]) -> list[OtpToken]
     packages = parse_pskc(
         build_pskc([Package(serial=s, secret=SECRET) for s in serials]), source="t.xml"
     )
-    world.unit.inventory.import_packages(OPERATOR, org, packages, source="t.xml")
+    world.unit.inventory.import_packages(OPERATOR, org, packages, source="t.xml",
+                                         reason="new stock")
     world.unit.commit()
     return list(world.unit.session.scalars(
         select(OtpToken).where(OtpToken.serial.in_(serials)).order_by(OtpToken.serial)

@@ -215,7 +215,8 @@ def test_a_refresh_token_rotated_on_one_node_is_refused_on_the_other(cluster: Cl
     member = world.member(org)
     unit = world.unit
     client, secret = unit.clients.register(operator(), Registration(
-        organisation_id=org.id, name="Two-node client", redirect_uris=["https://rp.example.org/cb"]))
+        organisation_id=org.id, name="Two-node client", redirect_uris=["https://rp.example.org/cb"]),
+        "two-node test")
     unit.clients.approve(operator(), client.client_id, "test")
     now = cluster.container.clock.now()
     grant = Grant(client_id=client.client_id, person_id=member.person.id, auth_session_id=None,

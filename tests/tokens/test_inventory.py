@@ -55,7 +55,8 @@ def import_tokens(
     world: World, org: Organisation, packages: list[Package], *, psk: bytes | None = None
 ) -> list[OtpToken]:
     parsed = parse_pskc(build_pskc(packages, psk=psk), source="batch.xml", preshared_key=psk)
-    world.unit.inventory.import_packages(OPERATOR, org, parsed, source="batch.xml")
+    world.unit.inventory.import_packages(OPERATOR, org, parsed, source="batch.xml",
+                                         reason="new stock")
     world.unit.commit()
     serials = [p.serial for p in packages]
     return list(
@@ -139,7 +140,8 @@ class TestImport:
             source="second.xml",
         )
         with pytest.raises(InvalidInput) as refused:
-            world.unit.inventory.import_packages(OPERATOR, org, packages, source="second.xml")
+            world.unit.inventory.import_packages(OPERATOR, org, packages, source="second.xml",
+                                             reason="new stock")
         world.unit.session.rollback()
         assert [p.describe() for p in refused.value.problems] == [
             "second.xml, row 2, SerialNo: serial DUP1 is already in the inventory"

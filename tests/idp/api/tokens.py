@@ -41,10 +41,11 @@ def register(world: World, organisation: Organisation, by: Member, approver: Mem
     reg = Registration(organisation_id=organisation.id, name=str(values.pop("name", "Admin tool")),
                        **values)  # type: ignore[arg-type]
     unit = world.unit
-    client, secret = unit.clients.register(world.principal(by), reg)
+    client, secret = unit.clients.register(world.principal(by), reg, "for the tests")
     if approve:
         unit.clients.approve(world.principal(approver), client.client_id, "checked")
-        unit.clients.set_first_party(world.principal(approver), client.client_id, True)
+        unit.clients.set_first_party(world.principal(approver), client.client_id, True,
+                                     "checked")
     unit.commit()
     assert secret is not None
     return App(client.client_id, secret)
@@ -114,6 +115,6 @@ def admin_tool(world: World) -> tuple[App, Member]:
                     name="Admin tool")
     unit = world.unit
     unit.clients.approve(world.principal(approver), tool.client_id, "checked")
-    unit.clients.set_first_party(world.principal(approver), tool.client_id, True)
+    unit.clients.set_first_party(world.principal(approver), tool.client_id, True, "checked")
     unit.commit()
     return tool, approver

@@ -126,7 +126,8 @@ def register_downstream(world: World, admin: Member, platform: Member, port: int
     unit = world.unit
     client, secret = unit.clients.register(world.principal(admin), registration)
     unit.clients.approve(world.principal(platform), client.client_id, "federation test")
-    unit.clients.set_first_party(world.principal(platform), client.client_id, True)
+    unit.clients.set_first_party(world.principal(platform), client.client_id, True,
+                                 "federation test")
     unit.commit()
     return client.client_id, secret
 

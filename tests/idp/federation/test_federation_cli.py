@@ -43,7 +43,8 @@ def test_add_list_test_and_remove_a_provider(
     added = cli("federation", "add", org.code, "--issuer", upstream.base,
                 "--client-id", upstream.client_id,
                 "--client-secret-file", str(_secret_file(tmp_path, upstream)),
-                "--username-claim", "preferred_username", "--accept-acr", "AAL2")
+                "--username-claim", "preferred_username", "--accept-acr", "AAL2",
+                "--reason", "the council's own sign-in")
     assert added.exit_code == 0, added.output
     assert f"{org.code}: provider {upstream.base} added (client_secret_basic)" in added.output
     assert "/sign-in/organisation/callback" in added.output
@@ -65,10 +66,20 @@ def test_add_list_test_and_remove_a_provider(
         assert upstream.secret not in dump
         tags = list(unit.session.scalars(select(AuditEntry.tag)))
         assert "federation:provider:added" in tags
-    changed = cli("federation", "accept-acr", org.code)
+    # Every change says why, as every act of the platform's does (one line if not).
+    _one_line_error(cli("federation", "accept-acr", org.code), "reason: Enter the reason")
+    _one_line_error(cli("federation", "remove", org.code), "reason: Enter the reason")
+    assert "accepted acr: AAL2" in cli("federation", "list").output
+    changed = cli("federation", "accept-acr", org.code, "--reason", "AAL2 not enough")
     assert changed.output.strip() == f"{org.code}: accepted acr: none (token and PIN always asked)"
-    removed = cli("federation", "remove", org.code)
+    removed = cli("federation", "remove", org.code, "--reason", "contract ended")
     assert removed.exit_code == 0
+    with cli.container().unit() as unit:
+        reasons = {e.tag: e.detail.get("reason") for e in unit.session.scalars(
+            select(AuditEntry).where(AuditEntry.tag.like("federation:%")))}
+    assert reasons == {"federation:provider:added": "the council's own sign-in",
+                       "federation:policy:changed": "AAL2 not enough",
+                       "federation:provider:removed": "contract ended"}
     assert "provider removed, with 0 linked accounts" in removed.output
     assert cli("federation", "list").output.strip() == "no providers"
 
@@ -78,7 +89,8 @@ def test_test_names_the_step_that_failed(cli: Cli, org: Organisation, tmp_path: 
     secret.write_text("s3cret")
     nobody = f"http://127.0.0.1:{free_port()}"
     assert cli("federation", "add", org.code, "--issuer", nobody, "--client-id", "cp",
-               "--client-secret-file", str(secret), "--username-claim", "email").exit_code == 0
+               "--client-secret-file", str(secret), "--username-claim", "email",
+               "--reason", "test").exit_code == 0
     _one_line_error(cli("federation", "test", org.code), "discovery: cannot fetch", nobody)
 
 
@@ -89,7 +101,8 @@ def test_add_refuses_bad_input_in_one_line(
     secret.write_text("s3cret")
     key = tmp_path / "key.pem"
     key.write_text("not a key")
-    base = ["federation", "add", org.code, "--client-id", "cp", "--username-claim", "email"]
+    base = ["federation", "add", org.code, "--client-id", "cp", "--username-claim", "email",
+            "--reason", "new provider"]
     _one_line_error(cli(*base, "--issuer", "http://idp.example.org",
                         "--client-secret-file", str(secret)), "issuer: must be an https URL")
     _one_line_error(cli(*base, "--issuer", "https://idp.example.org"),

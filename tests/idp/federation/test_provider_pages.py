@@ -312,3 +312,28 @@ def test_the_areas_team_sees_and_removes_a_link_and_another_areas_team_cannot(
         assert unit.session.scalars(select(UpstreamLink)).all() == []
     [entry] = _entries(container, "federation:link:removed")
     assert entry.actor_id == team.person.id and entry.detail["by"] == "admin"  # type: ignore[index]
+
+
+def test_a_platform_admin_gives_a_reason_to_add_a_provider_or_change_its_acr(
+    container: Container, world: World, console: Browser
+) -> None:
+    org = world.organisation()
+    platform = world.member(world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY),
+                            Role.PLATFORM_ADMIN, given_name="Pat")
+    assert console.sign_in(platform, container).status_code == 302
+    refused = console.submit(_page(org), FORM)
+    assert refused.status_code == 400 and "Enter the reason" in text_of(refused)
+    assert _provider(container, org) is None
+    assert console.submit(_page(org), {**FORM, "reason": "the council asked"}
+                          ).status_code == 302
+    acr = f"{_page(org)}/accepted-acr"
+    refused = console.submit(acr, {"accepted_acr": ""})
+    assert refused.status_code == 400 and "Enter the reason" in text_of(refused)
+    assert _provider(container, org).accepted_acr  # type: ignore[union-attr]
+    assert console.submit(acr, {"accepted_acr": "", "reason": "always ask for the token"}
+                          ).status_code == 302
+    assert _provider(container, org).accepted_acr == []  # type: ignore[union-attr]
+    [added] = _entries(container, "federation:provider:added")
+    [changed] = _entries(container, "federation:policy:changed")
+    assert added.detail["reason"] == "the council asked"
+    assert changed.detail["reason"] == "always ask for the token"

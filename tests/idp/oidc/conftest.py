@@ -103,7 +103,7 @@ class Cast:
             unit.clients.approve(self.world.principal(self.platform), client.client_id, "checked")
         if first_party:
             unit.clients.set_first_party(self.world.principal(self.platform), client.client_id,
-                                         True)
+                                         True, "its own sign-in")
         unit.commit()
         made = Registered(client.client_id, secret, self.organisation)
         self.registered.append(made)

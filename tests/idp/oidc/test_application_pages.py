@@ -183,3 +183,40 @@ def test_a_local_authority_team_looks_after_its_areas_applications_and_nobody_el
         with pytest.raises(NotAllowed):
             unit.clients.approve(world.principal(team), ours_id, "ours")
         assert unit.clients.get(ours_id).status is ClientStatus.PENDING
+
+
+def test_a_platform_admin_gives_a_reason_to_register_rotate_or_mark_first_party(
+    container: Container, world: World, browser: Browser
+) -> None:
+    from core.audit import AuditEntry
+
+    org = world.organisation()
+    platform = world.member(world.organisation("Platform"), Role.PLATFORM_ADMIN)
+    assert browser.sign_in(platform, container).status_code == 302
+    form = {**FORM, "organisation_id": str(org.id)}
+    refused = browser.submit("/relying-applications/new", form)
+    assert refused.status_code == 400 and "Enter the reason" in text_of(refused)
+    assert _client(container) is None
+    created = browser.submit("/relying-applications/new", {**form, "reason": "council asked"})
+    assert created.status_code == 200
+    client = _client(container)
+    assert client is not None
+    detail = f"/relying-applications/{client.client_id}"
+    rotate = f"{detail}/secret"
+    refused = browser.submit(rotate, {})
+    assert refused.status_code == 400 and "Enter the reason" in text_of(refused)
+    assert _client(container).secret_digest == client.secret_digest  # type: ignore[union-attr]
+    assert browser.submit(rotate, {"reason": "secret in a log"}).status_code == 200
+    assert 'name="reason"' in text_of(browser.client.get(detail))
+    refused = browser.submit(f"{detail}/first-party", {}, page=detail)
+    assert refused.status_code == 400 and "Enter the reason" in text_of(refused)
+    assert _client(container).first_party is False  # type: ignore[union-attr]
+    assert browser.submit(f"{detail}/first-party", {"reason": "our own portal"},
+                          page=detail).status_code == 302
+    assert _client(container).first_party is True  # type: ignore[union-attr]
+    with container.unit() as unit:
+        reasons = {e.tag: e.detail.get("reason") for e in unit.session.scalars(
+            select(AuditEntry).where(AuditEntry.tag.like("oidc:client:%")))}
+    assert reasons == {"oidc:client:registered": "council asked",
+                       "oidc:client:secret_rotated": "secret in a log",
+                       "oidc:client:first_party": "our own portal"}

@@ -46,7 +46,8 @@ def test_approval_is_for_a_platform_admin_who_did_not_register_it(world: World) 
     client, _secret = clients.register(admin, _reg(org.id))
     with pytest.raises(NotAllowed):
         clients.approve(admin, client.client_id, "mine")
-    own, _ = clients.register(world.principal(platform), _reg(org.id, name="Platform's own"))
+    own, _ = clients.register(world.principal(platform), _reg(org.id, name="Platform's own"),
+                              "our own tool")
     with pytest.raises(NotAllowed, match="Someone else"):
         clients.approve(world.principal(platform), own.client_id, "self")
     clients.approve(other_platform, own.client_id, "checked")
@@ -108,7 +109,8 @@ def test_the_cli_adds_approves_lists_and_rotates(
     runner = CliRunner()
     added = runner.invoke(main, ["clients", "add", "--org", org.code, "--name", "Records",
                                  "--redirect-uri", "https://rp.example.org/cb",
-                                 "--scope", "openid", "--scope", "positions"])
+                                 "--scope", "openid", "--scope", "positions",
+                                 "--reason", "records team's request"])
     assert added.exit_code == 0, added.output
     client_id = added.output.split("client_id: ")[1].split()[0]
     assert "client_secret: " in added.output
@@ -116,10 +118,14 @@ def test_the_cli_adds_approves_lists_and_rotates(
     assert approved.exit_code == 0, approved.output
     listed = runner.invoke(main, ["clients", "list"])
     assert client_id in listed.output and "approved" in listed.output
-    rotated = runner.invoke(main, ["clients", "rotate-secret", client_id])
+    unexplained = runner.invoke(main, ["clients", "rotate-secret", client_id])
+    assert unexplained.exit_code != 0
+    assert unexplained.output.strip() == "Error: reason: Enter the reason"
+    rotated = runner.invoke(main, ["clients", "rotate-secret", client_id,
+                                   "--reason", "secret seen in a log"])
     assert rotated.exit_code == 0 and "client_secret: " in rotated.output
     bad = runner.invoke(main, ["clients", "add", "--org", org.code, "--name", "Bad",
-                               "--redirect-uri", "http://rp.example.org/cb"])
+                               "--redirect-uri", "http://rp.example.org/cb", "--reason", "x"])
     assert bad.exit_code != 0
     assert "redirect_uris[0]: must use https" in bad.output
     assert "Traceback" not in bad.output
