@@ -477,7 +477,7 @@ def _components() -> dict[str, Any]:
                 "description": "Seconds to wait before trying again.",
                 "schema": {"type": "string"}}}),
         },
-        "schemas": {**_schemas(), **children_schemas()},
+        "schemas": {**_schemas(), **children_schemas(), **manage_schemas()},
     }
 
 
@@ -552,6 +552,7 @@ def document() -> dict[str, Any]:
                 _ok("The position, ended", "Position"), position_id, "people"),
             **_delegation_paths(organisation_id, person_id),
             **children_paths(),
+            **manage_paths(organisation_id),
         },
         "components": _components(),
     }
@@ -763,4 +764,125 @@ def children_paths() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+# -- an organisation's relying applications ----------------------------------------------
+# Kept in functions of their own (idp/api/manage.py): the same ClientRegistry rules
+# as the console's application pages.
+
+CLIENT_ID_MAX = 64
+CLIENT_NAME_MAX = 200
+URI_MAX = 500
+URIS_MAX = 10
+SECTOR_MAX = 300
+SUBJECT_TYPES = ("public", "pairwise")
+URI_PATTERN = r"^[\x21-\x7e]+$"
+
+
+def manage_schemas() -> dict[str, Any]:
+    from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES, ID_TOKEN_ALGS, SCOPES
+    from idp.oidc.models import ClientKind, ClientStatus
+
+    moment = _nullable("string", format="date-time")
+    uri = {"type": "string", "minLength": 1, "maxLength": URI_MAX, "pattern": URI_PATTERN}
+    uris = {"type": "array", "items": uri, "maxItems": URIS_MAX}
+    scopes = {"type": "array", "items": {"type": "string", "enum": list(SCOPES)},
+              "maxItems": len(SCOPES)}
+    grants = {"type": "array", "items": {"type": "string", "enum": list(GRANT_TYPES)},
+              "maxItems": len(GRANT_TYPES)}
+    described = {
+        "client_id": {"type": "string"},
+        "organisation_id": {"type": "integer"},
+        "name": {"type": "string"},
+        "kind": {"type": "string", "enum": [k.value for k in ClientKind]},
+        "status": {"type": "string", "enum": [s.value for s in ClientStatus]},
+        "auth_method": {"type": "string"},
+        "jwks_uri": _nullable("string"),
+        "redirect_uris": {"type": "array", "items": {"type": "string"}},
+        "post_logout_redirect_uris": {"type": "array", "items": {"type": "string"}},
+        "backchannel_logout_uri": _nullable("string"),
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "grant_types": {"type": "array", "items": {"type": "string"}},
+        "dpop_required": {"type": "boolean"},
+        "par_required": {"type": "boolean"},
+        "subject_type": {"type": "string"},
+        "sector_identifier": _nullable("string"),
+        "id_token_alg": {"type": "string"},
+        "first_party": {"type": "boolean"},
+        "registered_at": {"type": "string", "format": "date-time"},
+        "approved_at": moment,
+        "secret_set_at": moment,
+    }
+    return {
+        "RelyingApplication": _object(described),
+        "RelyingApplicationPage": _page_of("RelyingApplication"),
+        "RelyingApplicationWithSecret": _object({
+            **described,
+            "secret": {"type": ["string", "null"],
+                       "description": "Shown this once; null for an application that "
+                                      "authenticates with its own keys."},
+        }),
+        "RelyingApplicationRegistration": {
+            "type": "object",
+            "properties": {
+                "name": _text(CLIENT_NAME_MAX, "The application's name, as people see it."),
+                "redirect_uris": uris,
+                "post_logout_redirect_uris": uris,
+                "backchannel_logout_uri": {**uri, "type": ["string", "null"]},
+                "auth_method": {"type": "string", "enum": list(AUTH_METHODS),
+                                "default": "client_secret_basic"},
+                "jwks": {"type": ["object", "null"],
+                         "description": "Public keys, only with private_key_jwt."},
+                "jwks_uri": {**uri, "type": ["string", "null"]},
+                "scopes": scopes,
+                "grant_types": grants,
+                "dpop_required": {"type": "boolean"},
+                "par_required": {"type": "boolean"},
+                "subject_type": {"type": "string", "enum": list(SUBJECT_TYPES)},
+                "sector_identifier": {**uri, "maxLength": SECTOR_MAX,
+                                      "type": ["string", "null"]},
+                "id_token_alg": {"type": "string", "enum": list(ID_TOKEN_ALGS)},
+            },
+            "required": ["name"],
+        },
+    }
+
+
+def manage_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
+    client_id = {
+        "name": "client_id",
+        "in": "path",
+        "required": True,
+        "description": "A relying application's client id.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": CLIENT_ID_MAX},
+    }
+    listed = _read(
+        "The organisation's relying applications, by name", "listRelyingApplications",
+        _ok("A page of relying applications", "RelyingApplicationPage"),
+        [organisation_id, *PAGING], "applications", "404")
+    listed["post"] = _create(
+        "Register a relying application; it waits for a platform admin's approval. "
+        "A person's token only", "registerRelyingApplication",
+        _ok("The application, pending, with its secret shown this once",
+            "RelyingApplicationWithSecret"), organisation_id, "applications",
+        "RelyingApplicationRegistration")
+    return {
+        "/organisations/{organisation_id}/relying-applications": listed,
+        "/relying-applications/{client_id}": _read(
+            "One relying application the caller looks after", "getRelyingApplication",
+            _ok("The application", "RelyingApplication"), [client_id], "applications", "404"),
+        "/relying-applications/{client_id}/secret": {"post": {
+            "summary": "Give the application a new secret (the old one stops working). "
+                       "A person's token only",
+            "operationId": "rotateRelyingApplicationSecret",
+            "tags": ["applications"],
+            "parameters": [client_id],
+            "responses": _responses(_ok("The application, with its new secret shown this once",
+                                        "RelyingApplicationWithSecret"), "404", "409"),
+        }},
+        "/relying-applications/{client_id}/suspension": _act(
+            "Suspend the application: it gets invalid_client from now on",
+            "suspendRelyingApplication", _ok("The application, suspended",
+                                             "RelyingApplication"), client_id, "applications"),
     }

@@ -1,0 +1,220 @@
+"""The API's operations on an organisation's relying applications: the same
+`ClientRegistry` calls the console's application pages make, so who may look
+after which application (`ClientRegistry.administers`) is decided there.
+
+Two rules are the API's own, because only the API meets them: an application's
+own token (client credentials) registers nothing and is given no secret. A
+registration or a secret lets software act as an application, so a person,
+audited by name, must ask for it; and approval, the second pair of eyes, stays
+with platform admins in the console, where no machine can be the second person.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import jsonify, request
+from werkzeug.wrappers import Response
+
+from core.errors import FieldProblem, InvalidInput
+from idp import web
+from idp.api import openapi
+from idp.api.auth import Caller
+from idp.api.problems import problem
+from idp.api.views import (
+    ID,
+    _body,
+    _moment,
+    _only_query,
+    _paging,
+    _reason,
+    blueprint,
+    operation,
+    page_json,
+)
+from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES, ID_TOKEN_ALGS, SCOPES, Registration
+from idp.oidc.models import OAuthClient
+from idp.oidc.views import provider
+
+CLIENT = "client_id"  # any text: an unknown one is simply not found
+URI = re.compile(openapi.URI_PATTERN)
+NAME = re.compile(openapi.REASON_PATTERN)
+
+
+def relying_application_json(client: OAuthClient) -> dict[str, Any]:
+    """Everything the console's page shows but the secret's digest."""
+    return {
+        "client_id": client.client_id,
+        "organisation_id": client.organisation_id,
+        "name": client.name,
+        "kind": client.kind.value,
+        "status": client.status.value,
+        "auth_method": client.auth_method,
+        "jwks_uri": client.jwks_uri,
+        "redirect_uris": list(client.redirect_uris),
+        "post_logout_redirect_uris": list(client.post_logout_redirect_uris),
+        "backchannel_logout_uri": client.backchannel_logout_uri,
+        "scopes": list(client.scopes),
+        "grant_types": list(client.grant_types),
+        "dpop_required": client.dpop_required,
+        "par_required": client.par_required,
+        "subject_type": client.subject_type,
+        "sector_identifier": client.sector_identifier,
+        "id_token_alg": client.id_token_alg,
+        "first_party": client.first_party,
+        "registered_at": _moment(client.registered_at),
+        "approved_at": _moment(client.approved_at),
+        "secret_set_at": _moment(client.secret_set_at),
+    }
+
+
+def _no_machine(who: Caller, act: str) -> Response | None:
+    """A problem (audited) when an application's own token asks for `act`."""
+    if not who.is_client:
+        return None
+    unit = web.unit()
+    unit.audit.record("oidc:client:refused", "refused", subject_type="api",
+                      subject_id=request.path[:80],
+                      detail={"why": f"an application's own token may not {act}",
+                              "client_id": who.client_id})
+    unit.commit()
+    return problem(403, "not_allowed", "You are not allowed to do that",
+                   f"An application's own token may not {act}: a person must.")
+
+
+# -- reading the body -------------------------------------------------------------------
+
+
+def _string(body: dict[str, Any], name: str, most: int, pattern: re.Pattern[str]) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= most or not pattern.fullmatch(value):
+        raise InvalidInput(FieldProblem(name, f"Give up to {most} characters, or leave it out"))
+    return value
+
+
+def _strings(body: dict[str, Any], name: str, choices: tuple[str, ...] | None = None,
+             ) -> list[str] | None:
+    value = body.get(name)
+    if value is None and name not in body:
+        return None
+    most = len(choices) if choices else openapi.URIS_MAX
+    if not isinstance(value, list) or len(value) > most:
+        raise InvalidInput(FieldProblem(name, f"Give a list of up to {most}"))
+    for index, item in enumerate(value):
+        ok = (item in choices if choices else
+              isinstance(item, str) and len(item) <= openapi.URI_MAX and URI.fullmatch(item))
+        if not isinstance(item, str) or not ok:
+            hint = f"one of {', '.join(choices)}" if choices else "a URL without spaces"
+            raise InvalidInput(FieldProblem(f"{name}[{index}]", f"Give {hint}"))
+    return list(value)
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidInput(FieldProblem(name, "Give true or false"))
+    return value
+
+
+def _one_of(body: dict[str, Any], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = body.get(name, default)
+    if value not in choices:
+        raise InvalidInput(FieldProblem(name, f"Choose one of: {', '.join(choices)}"))
+    return str(value)
+
+
+def _registration(organisation_id: int, body: dict[str, Any]) -> Registration:
+    """The body as a `Registration`, each field checked as the document states;
+    what no schema can state (https, a code flow's redirect, a JWK set's keys)
+    is the registry's `validate`."""
+    name = _string(body, "name", openapi.CLIENT_NAME_MAX, NAME)
+    if name is None:
+        raise InvalidInput(FieldProblem("name", "Give the application's name"))
+    auth_method = _one_of(body, "auth_method", AUTH_METHODS, "client_secret_basic")
+    jwks = body.get("jwks")
+    if jwks is not None and (not isinstance(jwks, dict) or auth_method != "private_key_jwt"):
+        raise InvalidInput(FieldProblem("jwks", "A JWK set object, and only with private_key_jwt"))
+    defaults = Registration(organisation_id=organisation_id, name=name)
+    uris = openapi.URI_MAX
+    return Registration(
+        organisation_id=organisation_id,
+        name=name,
+        redirect_uris=_strings(body, "redirect_uris") or [],
+        post_logout_redirect_uris=_strings(body, "post_logout_redirect_uris") or [],
+        backchannel_logout_uri=_string(body, "backchannel_logout_uri", uris, URI),
+        auth_method=auth_method,
+        jwks=jwks,
+        jwks_uri=_string(body, "jwks_uri", uris, URI),
+        scopes=_strings(body, "scopes", SCOPES) or defaults.scopes,
+        grant_types=_strings(body, "grant_types", GRANT_TYPES) or defaults.grant_types,
+        dpop_required=_flag(body, "dpop_required"),
+        par_required=_flag(body, "par_required"),
+        subject_type=_one_of(body, "subject_type", openapi.SUBJECT_TYPES, "public"),
+        sector_identifier=_string(body, "sector_identifier", openapi.SECTOR_MAX, URI),
+        id_token_alg=_one_of(body, "id_token_alg", ID_TOKEN_ALGS, "ES256"),
+    )
+
+
+# -- the operations ---------------------------------------------------------------------
+
+
+@blueprint.route(f"/organisations/<{ID}:organisation_id>/relying-applications",
+                 methods=["GET", "POST"])
+@operation("page", "per_page")
+def relying_applications(who: Caller, organisation_id: int) -> Response | tuple[Response, int]:
+    """One rule for both methods, as `views.applications`."""
+    unit = web.unit()
+    if request.method == "GET":
+        number, per_page = _paging()
+        page = unit.clients.of_organisation(who.principal, organisation_id, page=number,
+                                            per_page=per_page)
+        return jsonify(page_json(page, [relying_application_json(c) for c in page.items]))
+    _only_query()
+    refused = _no_machine(who, "register applications")
+    if refused is not None:
+        return refused
+    reg = _registration(organisation_id, _body())
+    client, secret = unit.clients.register(who.principal, reg)
+    answer = {**relying_application_json(client), "secret": secret}
+    unit.commit()
+    return jsonify(answer), 201
+
+
+@blueprint.get(f"/relying-applications/<{CLIENT}>")
+@operation()
+def relying_application(who: Caller, client_id: str) -> Response:
+    client = web.unit().clients.managed(who.principal, client_id)
+    return jsonify(relying_application_json(client))
+
+
+@blueprint.post(f"/relying-applications/<{CLIENT}>/secret")
+@operation()
+def rotate_relying_application_secret(who: Caller, client_id: str) -> Response:
+    """The new secret, shown this once; the old one stops working at once."""
+    refused = _no_machine(who, "be given an application's secret")
+    if refused is not None:
+        return refused
+    unit = web.unit()
+    client = unit.clients.managed(who.principal, client_id)
+    secret = unit.clients.rotate_secret(who.principal, client_id)
+    answer = {**relying_application_json(client), "secret": secret}
+    unit.commit()
+    provider().clients.forget(client_id)
+    return jsonify(answer)
+
+
+@blueprint.post(f"/relying-applications/<{CLIENT}>/suspension")
+@operation()
+def suspend_relying_application(who: Caller, client_id: str) -> Response:
+    """From now on the application gets `invalid_client`; only a platform admin
+    approves it again (in the console)."""
+    unit = web.unit()
+    unit.clients.managed(who.principal, client_id)
+    client = unit.clients.suspend(who.principal, client_id, _reason())
+    answer = relying_application_json(client)
+    unit.commit()
+    provider().clients.forget(client_id)
+    return jsonify(answer)
