@@ -1,6 +1,8 @@
-"""The API's operations on an organisation's relying applications: the same
-`ClientRegistry` calls the console's application pages make, so who may look
-after which application (`ClientRegistry.administers`) is decided there.
+"""The API's operations on an organisation's relying applications and its
+hardware token inventory: the same `ClientRegistry` and `InventoryService`
+calls the console's pages make, so who may look after which application or
+token, and when a reason is owed (always from a platform admin), is decided
+there.
 
 Two rules are the API's own, because only the API meets them: an application's
 own token (client credentials) registers nothing and is given no secret. A
@@ -17,14 +19,18 @@ from typing import Any
 from flask import jsonify, request
 from werkzeug.wrappers import Response
 
-from core.errors import FieldProblem, InvalidInput
+from core.errors import FieldProblem, InvalidInput, NotAllowed
+from directory.accreditation import REASON_MAX
+from directory.administration import Page
 from idp import web
 from idp.api import openapi
 from idp.api.auth import Caller
 from idp.api.problems import problem
 from idp.api.views import (
     ID,
+    USERNAME_MAX,
     _body,
+    _field,
     _moment,
     _only_query,
     _paging,
@@ -36,6 +42,7 @@ from idp.api.views import (
 from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES, ID_TOKEN_ALGS, SCOPES, Registration
 from idp.oidc.models import OAuthClient
 from idp.oidc.views import provider
+from tokens.models import OtpToken, TokenState
 
 CLIENT = "client_id"  # any text: an unknown one is simply not found
 URI = re.compile(openapi.URI_PATTERN)
@@ -218,3 +225,94 @@ def suspend_relying_application(who: Caller, client_id: str) -> Response:
     unit.commit()
     provider().clients.forget(client_id)
     return jsonify(answer)
+
+
+# -- the hardware token inventory ----------------------------------------------------------
+
+
+def token_json(token: OtpToken) -> dict[str, Any]:
+    """What the console's inventory shows; never the seed."""
+    return {
+        "id": token.id,
+        "serial": token.serial,
+        "state": token.state.value,
+        "organisation_id": token.organisation_id,
+        "person_id": token.person_id,
+        "created_at": _moment(token.created_at),
+        "activated_at": _moment(token.activated_at),
+    }
+
+
+def _token_reason(body: dict[str, Any]) -> str | None:
+    """Optional for an organisation's own admins; the inventory refuses a
+    platform admin's act without one, as the console does."""
+    return _field(body, "reason", REASON_MAX, required=False, nullable=True)
+
+
+def _changed(token: OtpToken) -> Response:
+    answer = token_json(token)
+    web.unit().commit()
+    return jsonify(answer)
+
+
+@blueprint.get(f"/organisations/<{ID}:organisation_id>/tokens")
+@operation("state", "page", "per_page")
+def otp_tokens(who: Caller, organisation_id: int) -> Response:
+    number, per_page = _paging()
+    raw = request.args.get("state")
+    if raw is not None and raw not in {s.value for s in TokenState}:
+        raise InvalidInput(FieldProblem("state", "Choose one of: " + ", ".join(
+            s.value for s in TokenState)))
+    found = web.unit().inventory.list_tokens(
+        who.principal, organisation_id, state=TokenState(raw) if raw else None, page=number,
+        per_page=per_page)
+    page = Page(found.items, found.total, found.page, found.per_page)
+    return jsonify(page_json(page, [token_json(t) for t in found.items], state=raw or ""))
+
+
+@blueprint.post(f"/tokens/<{ID}:token_id>/assignment")
+@operation()
+def assign_token(who: Caller, token_id: int) -> Response:
+    """Give an in-stock or returned token to a person of its organisation."""
+    unit = web.unit()
+    token = unit.inventory.token(who.principal, token_id)
+    if not unit.directory.administers(who.principal, token.organisation_id):
+        raise NotAllowed()  # its holder sees it, but only an admin hands it out
+    body = _body()
+    username = _field(body, "username", USERNAME_MAX) or ""
+    reason = _token_reason(body)
+    person = unit.directory.person_by_username(username)
+    try:
+        if person is None:
+            raise NotAllowed()
+        unit.inventory.assign(who.principal, token.serial, person, reason)
+    except NotAllowed:
+        # One answer for unknown people and people of other organisations, as the page.
+        raise InvalidInput(FieldProblem(
+            "username", "There is no one with that username in the token's organisation "
+            "whom you can give a token to")) from None
+    return _changed(token)
+
+
+@blueprint.post(f"/tokens/<{ID}:token_id>/loss")
+@operation()
+def report_token_lost(who: Caller, token_id: int) -> Response:
+    """Out of use at once, and its holder's sessions end; `stolen` revokes it."""
+    unit = web.unit()
+    unit.inventory.token(who.principal, token_id)
+    body = _body()
+    stolen = body.get("stolen", False)
+    if not isinstance(stolen, bool):
+        raise InvalidInput(FieldProblem("stolen", "Give true or false"))
+    return _changed(unit.inventory.report_lost(who.principal, token_id, stolen=stolen,
+                                               reason=_token_reason(body)))
+
+
+@blueprint.post(f"/tokens/<{ID}:token_id>/return")
+@operation()
+def return_token(who: Caller, token_id: int) -> Response:
+    """Handed back: no longer signs its holder in, and can be assigned again."""
+    unit = web.unit()
+    unit.inventory.token(who.principal, token_id)
+    return _changed(unit.inventory.mark_returned(who.principal, token_id,
+                                                 _token_reason(_body())))

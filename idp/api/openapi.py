@@ -815,6 +815,7 @@ def manage_schemas() -> dict[str, Any]:
         "secret_set_at": moment,
     }
     return {
+        **_token_schemas(),
         "RelyingApplication": _object(described),
         "RelyingApplicationPage": _page_of("RelyingApplication"),
         "RelyingApplicationWithSecret": _object({
@@ -868,6 +869,7 @@ def manage_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
             "RelyingApplicationWithSecret"), organisation_id, "applications",
         "RelyingApplicationRegistration")
     return {
+        **_token_paths(organisation_id),
         "/organisations/{organisation_id}/relying-applications": listed,
         "/relying-applications/{client_id}": _read(
             "One relying application the caller looks after", "getRelyingApplication",
@@ -885,4 +887,78 @@ def manage_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
             "Suspend the application: it gets invalid_client from now on",
             "suspendRelyingApplication", _ok("The application, suspended",
                                              "RelyingApplication"), client_id, "applications"),
+    }
+
+
+def _token_schemas() -> dict[str, Any]:
+    from tokens.models import TokenState
+
+    reason = {**_text(REASON_MAX, "Why; kept on the audit trail. Optional for the "
+                      "organisation's own admins; a platform admin must give one."),
+              "type": ["string", "null"]}
+    return {
+        "Token": _object({
+            "id": {"type": "integer"},
+            "serial": {"type": "string"},
+            "state": {"type": "string", "enum": [s.value for s in TokenState]},
+            "organisation_id": _nullable("integer"),
+            "person_id": _nullable("integer"),
+            "created_at": {"type": "string", "format": "date-time"},
+            "activated_at": _nullable("string", format="date-time"),
+        }),
+        "TokenPage": _page_of("Token"),
+        "TokenAssignment": {
+            "type": "object",
+            "properties": {
+                "username": _text(USERNAME_MAX, "Who gets the token: someone with a current "
+                                  "position in its organisation."),
+                "reason": reason,
+            },
+            "required": ["username"],
+        },
+        "TokenLoss": {
+            "type": "object",
+            "properties": {
+                "stolen": {"type": "boolean", "default": False,
+                           "description": "Stolen: revoked for good, not merely lost."},
+                "reason": reason,
+            },
+        },
+        "TokenReturn": {"type": "object", "properties": {"reason": reason}},
+    }
+
+
+def _token_act(summary: str, operation_id: str, token_id: dict[str, Any],
+               body: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": ["tokens"],
+        "parameters": [token_id],
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("schemas", body)}}},
+        "responses": _responses(_ok("The token", "Token"), "404", "409", "413"),
+    }}
+
+
+def _token_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
+    from tokens.models import TokenState
+
+    token_id = _id("token_id", "A hardware token's id.")
+    state = {"name": "state", "in": "query", "required": False,
+             "description": "Only tokens in this state.",
+             "schema": {"type": "string", "enum": [s.value for s in TokenState]}}
+    return {
+        "/organisations/{organisation_id}/tokens": _read(
+            "The organisation's hardware tokens, by serial", "listTokens",
+            _ok("A page of tokens", "TokenPage"), [organisation_id, state, *PAGING], "tokens",
+            "404"),
+        "/tokens/{token_id}/assignment": _token_act(
+            "Give an in-stock or returned token to a person of its organisation",
+            "assignToken", token_id, "TokenAssignment"),
+        "/tokens/{token_id}/loss": _token_act(
+            "Report a token lost (or stolen): out of use at once, its holder's sessions end",
+            "reportTokenLost", token_id, "TokenLoss"),
+        "/tokens/{token_id}/return": _token_act(
+            "Record a token handed back: it can be assigned again", "returnToken", token_id,
+            "TokenReturn"),
     }

@@ -560,6 +560,10 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
         "api.relying_application",
         "api.rotate_relying_application_secret",
         "api.suspend_relying_application",
+        "api.otp_tokens",
+        "api.assign_token",
+        "api.report_token_lost",
+        "api.return_token",
     } <= walked
 
 

@@ -1,5 +1,6 @@
-"""The API's operations on an organisation's relying applications: list, show,
-register (the secret shown once), a new secret, suspension. Refusals first
+"""The API's operations on an organisation's relying applications (list, show,
+register with the secret shown once, a new secret, suspension) and on its
+hardware token inventory (list, assign, lost, returned). Refusals first
 (another organisation's admin, a practitioner, an application's own token where
 a person must act, a missing reason), then what an administrator can do."""
 
@@ -17,6 +18,8 @@ from idp.oidc.models import ClientStatus, OAuthClient
 from tests.idp.api.conftest import Cast
 from tests.idp.api.test_api import _get, _post, _problem
 from tests.idp.api.tokens import App, basic
+from tests.idp.test_token_pages import stock
+from tokens.models import OtpToken, TokenState
 
 REGISTRATION = {"name": "Case notes", "redirect_uris": ["https://notes.example.org/cb"],
                 "scopes": ["openid", "profile"], "grant_types": ["authorization_code"]}
@@ -160,3 +163,83 @@ def test_an_unknown_application_is_not_found(
     _problem(_get(app, "/api/v1/relying-applications/cp-nobody", token), 404)
     _problem(_post(app, "/api/v1/relying-applications/cp-nobody/suspension", token,
                    {"reason": "x"}), 404)
+
+
+# -- the hardware token inventory ------------------------------------------------------
+
+
+def _state(container: Container, token_id: int) -> tuple[TokenState, int | None]:
+    with container.unit() as unit:
+        row = unit.session.get(OtpToken, token_id)
+        assert row is not None
+        return row.state, row.person_id
+
+
+def test_outsiders_are_refused_the_inventory_and_nothing_changes(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    token = stock(cast.world, cast.org, ["API-0001"])[0]
+    tokens = f"/api/v1/tokens/{token.id}"
+    for who in (cast.other_admin, cast.practitioner):
+        bearer_token = cast.token(app, container, clock, who)
+        _problem(_get(app, f"/api/v1/organisations/{cast.org.id}/tokens", bearer_token), 403,
+                 "not_allowed")
+        _problem(_post(app, f"{tokens}/assignment", bearer_token,
+                       {"username": cast.staff[0].username, "reason": "x"}), 403)
+        _problem(_post(app, f"{tokens}/loss", bearer_token, {"reason": "x"}), 403)
+        _problem(_post(app, f"{tokens}/return", bearer_token, {"reason": "x"}), 403)
+    assert _state(container, token.id) == (TokenState.IN_STOCK, None)
+
+
+def test_an_admin_lists_assigns_reports_lost_and_records_returned(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    made = stock(cast.world, cast.org, ["API-0001", "API-0002", "API-0003"])
+    token = cast.token(app, container, clock, cast.admin)
+    listed = f"/api/v1/organisations/{cast.org.id}/tokens"
+    page = _get(app, f"{listed}?per_page=2", token).get_json()
+    assert [t["serial"] for t in page["items"]] == ["API-0001", "API-0002"]
+    assert page["total"] == 3 and "secret_ciphertext" not in page["items"][0]
+    first = f"/api/v1/tokens/{made[0].id}"
+    # An organisation admin need not give a reason.
+    answer = _post(app, f"{first}/assignment", token, {"username": cast.staff[0].username})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["state"] == "assigned"
+    assert _state(container, made[0].id) == (TokenState.ASSIGNED, cast.staff[0].person.id)
+    assigned = _get(app, f"{listed}?state=assigned", token).get_json()
+    assert [t["serial"] for t in assigned["items"]] == ["API-0001"]
+    # Not twice, and not to someone outside the organisation.
+    _problem(_post(app, f"{first}/assignment", token, {"username": cast.staff[1].username}),
+             409)
+    problem = _problem(_post(app, f"/api/v1/tokens/{made[1].id}/assignment", token,
+                             {"username": cast.other_admin.username}), 400, "invalid_input")
+    assert problem["errors"][0]["field"] == "username"
+    lost = _post(app, f"{first}/loss", token, {"reason": "left on a train"})
+    assert lost.status_code == 200 and lost.get_json()["state"] == "lost"
+    back = _post(app, f"{first}/return", token, {})
+    assert back.status_code == 200 and back.get_json()["state"] == "returned"
+    assert _state(container, made[0].id) == (TokenState.RETURNED, None)
+    stolen = _post(app, f"/api/v1/tokens/{made[2].id}/loss", token, {"stolen": True})
+    assert stolen.get_json()["state"] == "revoked"
+    _problem(_post(app, f"/api/v1/tokens/{made[2].id}/loss", token, {"stolen": "yes"}), 400)
+    _problem(_get(app, f"{listed}?state=melted", token), 400, "invalid_input")
+
+
+def test_a_platform_admin_must_give_a_reason_for_every_token_act(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    made = stock(cast.world, cast.org, ["API-0001"])[0]
+    token = cast.token(app, container, clock, cast.platform)
+    path = f"/api/v1/tokens/{made.id}"
+    for act, body in (("assignment", {"username": cast.staff[0].username}),
+                      ("loss", {}), ("return", {})):
+        problem = _problem(_post(app, f"{path}/{act}", token, body), 400, "invalid_input")
+        assert problem["errors"][0]["field"] == "reason", act
+    assert _state(container, made.id) == (TokenState.IN_STOCK, None)
+    answer = _post(app, f"{path}/assignment", token,
+                   {"username": cast.staff[0].username, "reason": "replacement ordered"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    with container.unit() as unit:
+        entry = unit.session.scalars(select(AuditEntry).where(
+            AuditEntry.tag == "token:assigned")).one()
+        assert (entry.detail or {})["reason"] == "replacement ordered"

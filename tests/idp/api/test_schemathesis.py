@@ -38,6 +38,10 @@ BEYOND_THE_SCHEMA = {
     "POST /organisations/{organisation_id}/relying-applications": {
         "redirect_uris", "post_logout_redirect_uris", "backchannel_logout_uri", "jwks",
         "jwks_uri", "grant_types", "sector_identifier"},
+    # A token's reason is owed by platform admins only; its holder must exist.
+    "POST /tokens/{token_id}/assignment": {"username", "reason"},
+    "POST /tokens/{token_id}/loss": {"reason"},
+    "POST /tokens/{token_id}/return": {"reason"},
 }
 
 
