@@ -1,7 +1,8 @@
-"""The API's operations on an organisation's relying applications and its
-hardware token inventory: the same `ClientRegistry` and `InventoryService`
-calls the console's pages make, so who may look after which application or
-token, and when a reason is owed (always from a platform admin), is decided
+"""The API's operations on an organisation's relying applications, its
+hardware token inventory and its own identity provider: the same
+`ClientRegistry`, `InventoryService` and `FederationService` calls the
+console's pages make, so who may look after which application, token or
+provider, and when a reason is owed (always from a platform admin), is decided
 there.
 
 Two rules are the API's own, because only the API meets them: an application's
@@ -20,6 +21,7 @@ from flask import jsonify, request
 from werkzeug.wrappers import Response
 
 from core.errors import FieldProblem, InvalidInput, NotAllowed
+from core.errors import NotFound as DomainNotFound
 from directory.accreditation import REASON_MAX
 from directory.administration import Page
 from idp import web
@@ -39,6 +41,7 @@ from idp.api.views import (
     operation,
     page_json,
 )
+from idp.federation.models import UpstreamProvider
 from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES, ID_TOKEN_ALGS, SCOPES, Registration
 from idp.oidc.models import OAuthClient
 from idp.oidc.views import provider
@@ -316,3 +319,62 @@ def return_token(who: Caller, token_id: int) -> Response:
     unit.inventory.token(who.principal, token_id)
     return _changed(unit.inventory.mark_returned(who.principal, token_id,
                                                  _token_reason(_body())))
+
+
+# -- the organisation's own identity provider ----------------------------------------------
+
+
+def identity_provider_json(upstream: UpstreamProvider) -> dict[str, Any]:
+    """Never the secret or key, not even encrypted."""
+    return {
+        "organisation_id": upstream.organisation_id,
+        "issuer": upstream.issuer,
+        "client_id": upstream.client_id,
+        "auth_method": upstream.auth_method,
+        "username_claim": upstream.username_claim,
+        "accepted_acr": list(upstream.accepted_acr),
+        "created_at": _moment(upstream.created_at),
+    }
+
+
+@blueprint.get(f"/organisations/<{ID}:organisation_id>/identity-provider")
+@operation()
+def identity_provider(who: Caller, organisation_id: int) -> Response:
+    upstream = web.unit().federation.provider_for(who.principal, organisation_id)
+    if upstream is None:
+        raise DomainNotFound("This organisation has no identity provider")
+    return jsonify(identity_provider_json(upstream))
+
+
+@blueprint.post(f"/organisations/<{ID}:organisation_id>/identity-provider/accepted-acr")
+@operation()
+def set_accepted_acr(who: Caller, organisation_id: int) -> Response:
+    """Which upstream `acr` values stand in for token and PIN: a person decides,
+    since accepting one weakens how the organisation's people sign in."""
+    refused = _no_machine(who, "change how people sign in")
+    if refused is not None:
+        return refused
+    body = _body()
+    values = body.get("accepted_acr")
+    if (not isinstance(values, list) or len(values) > openapi.ACR_VALUES_MAX
+            or not all(isinstance(v, str) and 1 <= len(v) <= openapi.ACR_MAX
+                       and NAME.fullmatch(v) for v in values)):
+        raise InvalidInput(FieldProblem(
+            "accepted_acr", f"Give a list of up to {openapi.ACR_VALUES_MAX} values, each up "
+            f"to {openapi.ACR_MAX} characters"))
+    unit = web.unit()
+    upstream = unit.federation.set_accepted_acr(who.principal, organisation_id, values)
+    answer = identity_provider_json(upstream)
+    unit.commit()
+    return jsonify(answer)
+
+
+@blueprint.post(f"/organisations/<{ID}:organisation_id>/identity-provider/removal")
+@operation()
+def remove_identity_provider(who: Caller, organisation_id: int) -> Response:
+    """Removed with every person's link to it; its people sign in with token and PIN."""
+    unit = web.unit()
+    unit.federation.provider_for(who.principal, organisation_id)
+    links = unit.federation.remove(who.principal, organisation_id, _reason())
+    unit.commit()
+    return jsonify({"organisation_id": organisation_id, "links_removed": links})

@@ -816,6 +816,7 @@ def manage_schemas() -> dict[str, Any]:
     }
     return {
         **_token_schemas(),
+        **_provider_schemas(),
         "RelyingApplication": _object(described),
         "RelyingApplicationPage": _page_of("RelyingApplication"),
         "RelyingApplicationWithSecret": _object({
@@ -870,6 +871,7 @@ def manage_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
         "RelyingApplicationRegistration")
     return {
         **_token_paths(organisation_id),
+        **_provider_paths(organisation_id),
         "/organisations/{organisation_id}/relying-applications": listed,
         "/relying-applications/{client_id}": _read(
             "One relying application the caller looks after", "getRelyingApplication",
@@ -961,4 +963,51 @@ def _token_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
         "/tokens/{token_id}/return": _token_act(
             "Record a token handed back: it can be assigned again", "returnToken", token_id,
             "TokenReturn"),
+    }
+
+
+ACR_MAX = 200
+ACR_VALUES_MAX = 20
+
+
+def _provider_schemas() -> dict[str, Any]:
+    return {
+        "IdentityProvider": _object({
+            "organisation_id": {"type": "integer"},
+            "issuer": {"type": "string"},
+            "client_id": {"type": "string"},
+            "auth_method": {"type": "string"},
+            "username_claim": {"type": "string"},
+            "accepted_acr": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "string", "format": "date-time"},
+        }),
+        "AcceptedAcr": _object({"accepted_acr": {
+            "type": "array", "maxItems": ACR_VALUES_MAX,
+            "items": _text(ACR_MAX, "An upstream acr value that meets level 2."),
+            "description": "Empty: token and PIN are always asked."}}),
+        "IdentityProviderRemoved": _object({"organisation_id": {"type": "integer"},
+                                            "links_removed": {"type": "integer"}}),
+    }
+
+
+def _provider_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
+    acr = {"post": {
+        "summary": "Set which upstream acr values stand in for token and PIN. A person's "
+                   "token only",
+        "operationId": "setAcceptedAcr",
+        "tags": ["organisations"],
+        "parameters": [organisation_id],
+        "requestBody": {"required": True, "content": {JSON: {
+            "schema": _ref("schemas", "AcceptedAcr")}}},
+        "responses": _responses(_ok("The provider", "IdentityProvider"), "404", "413"),
+    }}
+    return {
+        "/organisations/{organisation_id}/identity-provider": _read(
+            "The organisation's own identity provider (never its secret or key)",
+            "getIdentityProvider", _ok("The provider", "IdentityProvider"), [organisation_id],
+            "organisations", "404"),
+        "/organisations/{organisation_id}/identity-provider/accepted-acr": acr,
+        "/organisations/{organisation_id}/identity-provider/removal": _act(
+            "Remove the provider and every link to it", "removeIdentityProvider",
+            _ok("Removed", "IdentityProviderRemoved"), organisation_id, "organisations"),
     }

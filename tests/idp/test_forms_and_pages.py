@@ -323,8 +323,9 @@ def test_the_public_list_is_exact(app: Flask) -> None:
     # and decisions, closure, unlock, the two reset letters), then the
     # child-record API (2), then an organisation's relying applications (4: list and
     # register, show, new secret, suspension) and its token inventory (4: list,
-    # assignment, loss, return): each walked above.
-    assert len(api) == 28 and sorted(API_PUBLIC) == ["/api/v1/openapi.json"]
+    # assignment, loss, return) and its identity provider (3: show, accepted acr,
+    # removal): each walked above.
+    assert len(api) == 31 and sorted(API_PUBLIC) == ["/api/v1/openapi.json"]
 
 
 def test_protocol_endpoints_without_csrf_ignore_the_session_cookie(

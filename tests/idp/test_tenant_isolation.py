@@ -564,6 +564,9 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
         "api.assign_token",
         "api.report_token_lost",
         "api.return_token",
+        "api.identity_provider",
+        "api.set_accepted_acr",
+        "api.remove_identity_provider",
     } <= walked
 
 

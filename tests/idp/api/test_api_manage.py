@@ -1,6 +1,7 @@
 """The API's operations on an organisation's relying applications (list, show,
 register with the secret shown once, a new secret, suspension) and on its
-hardware token inventory (list, assign, lost, returned). Refusals first
+hardware token inventory (list, assign, lost, returned) and on its own identity
+provider (show, accepted acr, removal). Refusals first
 (another organisation's admin, a practitioner, an application's own token where
 a person must act, a missing reason), then what an administrator can do."""
 
@@ -14,6 +15,7 @@ from sqlalchemy import func, select
 from core.audit import AuditEntry
 from core.clock import FrozenClock
 from idp.container import Container
+from idp.federation.service import NewProvider
 from idp.oidc.models import ClientStatus, OAuthClient
 from tests.idp.api.conftest import Cast
 from tests.idp.api.test_api import _get, _post, _problem
@@ -243,3 +245,60 @@ def test_a_platform_admin_must_give_a_reason_for_every_token_act(
         entry = unit.session.scalars(select(AuditEntry).where(
             AuditEntry.tag == "token:assigned")).one()
         assert (entry.detail or {})["reason"] == "replacement ordered"
+
+
+# -- the organisation's own identity provider ----------------------------------------------
+
+
+def _provider(cast: Cast) -> None:
+    cast.world.unit.federation.add(cast.world.principal(cast.admin), NewProvider(
+        organisation_id=cast.org.id, issuer="https://login.northshire.example.org",
+        client_id="contactpoint", username_claim="email", client_secret="upstream secret"))
+    cast.world.unit.commit()
+
+
+def _issuer(container: Container, org_id: int) -> str | None:
+    with container.unit() as unit:
+        found = unit.federation.provider_of(org_id)
+        return found.issuer if found else None
+
+
+def test_outsiders_and_machines_are_refused_the_identity_provider(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    _provider(cast)
+    base = f"/api/v1/organisations/{cast.org.id}/identity-provider"
+    for who in (cast.other_admin, cast.practitioner):
+        token = cast.token(app, container, clock, who)
+        _problem(_get(app, base, token), 403, "not_allowed")
+        _problem(_post(app, f"{base}/accepted-acr", token, {"accepted_acr": ["x"]}), 403)
+        _problem(_post(app, f"{base}/removal", token, {"reason": "x"}), 403)
+    # An application's own token may not weaken how people sign in.
+    _problem(_post(app, f"{base}/accepted-acr", cast.machine_token(app),
+                   {"accepted_acr": ["urn:loa:high"]}), 403, "not_allowed")
+    with container.unit() as unit:
+        found = unit.federation.provider_of(cast.org.id)
+        assert found is not None and found.accepted_acr == []
+
+
+def test_an_admin_sees_sets_acr_and_removes_the_provider_never_its_secret(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    token = cast.token(app, container, clock, cast.admin)
+    base = f"/api/v1/organisations/{cast.org.id}/identity-provider"
+    _problem(_get(app, base, token), 404)
+    _provider(cast)
+    shown = _get(app, base, token)
+    assert shown.status_code == 200
+    assert shown.get_json()["issuer"] == "https://login.northshire.example.org"
+    assert "upstream secret" not in shown.get_data(as_text=True)
+    assert "credential" not in shown.get_data(as_text=True)
+    answer = _post(app, f"{base}/accepted-acr", token, {"accepted_acr": ["urn:loa:high"]})
+    assert answer.status_code == 200 and answer.get_json()["accepted_acr"] == ["urn:loa:high"]
+    _problem(_post(app, f"{base}/accepted-acr", token, {"accepted_acr": "urn:loa:high"}), 400)
+    problem = _problem(_post(app, f"{base}/removal", token, {}), 400, "invalid_input")
+    assert problem["errors"][0]["field"] == "reason"
+    removed = _post(app, f"{base}/removal", token, {"reason": "moving to another provider"})
+    assert removed.status_code == 200 and removed.get_json()["links_removed"] == 0
+    assert _issuer(container, cast.org.id) is None
+    _problem(_post(app, f"{base}/removal", token, {"reason": "again"}), 404)
