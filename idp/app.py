@@ -151,6 +151,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     from idp.api.views import blueprint as api
 
     import_module("idp.api.children")  # its operations join the API blueprint
+    import_module("idp.api.manage")  # and so do these
     app.register_blueprint(api)
     # Bearer tokens, never cookies, authorise the API: there is no ambient authority to forge.
     csrf.exempt(api)

@@ -477,7 +477,7 @@ def _components() -> dict[str, Any]:
                 "description": "Seconds to wait before trying again.",
                 "schema": {"type": "string"}}}),
         },
-        "schemas": {**_schemas(), **children_schemas()},
+        "schemas": {**_schemas(), **children_schemas(), **manage_schemas()},
     }
 
 
@@ -552,6 +552,7 @@ def document() -> dict[str, Any]:
                 _ok("The position, ended", "Position"), position_id, "people"),
             **_delegation_paths(organisation_id, person_id),
             **children_paths(),
+            **manage_paths(organisation_id),
         },
         "components": _components(),
     }
@@ -763,4 +764,259 @@ def children_paths() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+# -- an organisation's relying applications ----------------------------------------------
+# Kept in functions of their own (idp/api/manage.py): the same ClientRegistry rules
+# as the console's application pages.
+
+CLIENT_ID_MAX = 64
+CLIENT_NAME_MAX = 200
+URI_MAX = 500
+URIS_MAX = 10
+SECTOR_MAX = 300
+SUBJECT_TYPES = ("public", "pairwise")
+URI_PATTERN = r"^[\x21-\x7e]+$"
+
+
+def manage_schemas() -> dict[str, Any]:
+    from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES, ID_TOKEN_ALGS, SCOPES
+    from idp.oidc.models import ClientKind, ClientStatus
+
+    moment = _nullable("string", format="date-time")
+    uri = {"type": "string", "minLength": 1, "maxLength": URI_MAX, "pattern": URI_PATTERN}
+    uris = {"type": "array", "items": uri, "maxItems": URIS_MAX}
+    scopes = {"type": "array", "items": {"type": "string", "enum": list(SCOPES)},
+              "maxItems": len(SCOPES)}
+    grants = {"type": "array", "items": {"type": "string", "enum": list(GRANT_TYPES)},
+              "maxItems": len(GRANT_TYPES)}
+    described = {
+        "client_id": {"type": "string"},
+        "organisation_id": {"type": "integer"},
+        "name": {"type": "string"},
+        "kind": {"type": "string", "enum": [k.value for k in ClientKind]},
+        "status": {"type": "string", "enum": [s.value for s in ClientStatus]},
+        "auth_method": {"type": "string"},
+        "jwks_uri": _nullable("string"),
+        "redirect_uris": {"type": "array", "items": {"type": "string"}},
+        "post_logout_redirect_uris": {"type": "array", "items": {"type": "string"}},
+        "backchannel_logout_uri": _nullable("string"),
+        "scopes": {"type": "array", "items": {"type": "string"}},
+        "grant_types": {"type": "array", "items": {"type": "string"}},
+        "dpop_required": {"type": "boolean"},
+        "par_required": {"type": "boolean"},
+        "subject_type": {"type": "string"},
+        "sector_identifier": _nullable("string"),
+        "id_token_alg": {"type": "string"},
+        "first_party": {"type": "boolean"},
+        "registered_at": {"type": "string", "format": "date-time"},
+        "approved_at": moment,
+        "secret_set_at": moment,
+    }
+    return {
+        **_token_schemas(),
+        **_provider_schemas(),
+        "RelyingApplication": _object(described),
+        "RelyingApplicationPage": _page_of("RelyingApplication"),
+        "RelyingApplicationWithSecret": _object({
+            **described,
+            "secret": {"type": ["string", "null"],
+                       "description": "Shown this once; null for an application that "
+                                      "authenticates with its own keys."},
+        }),
+        "OptionalReason": _object({"reason": _owed_reason()}, required=[]),
+        "RelyingApplicationRegistration": {
+            "type": "object",
+            "properties": {
+                "reason": _owed_reason(),
+                "name": _text(CLIENT_NAME_MAX, "The application's name, as people see it."),
+                "redirect_uris": uris,
+                "post_logout_redirect_uris": uris,
+                "backchannel_logout_uri": {**uri, "type": ["string", "null"]},
+                "auth_method": {"type": "string", "enum": list(AUTH_METHODS),
+                                "default": "client_secret_basic"},
+                "jwks": {"type": ["object", "null"],
+                         "description": "Public keys, only with private_key_jwt."},
+                "jwks_uri": {**uri, "type": ["string", "null"]},
+                "scopes": scopes,
+                "grant_types": grants,
+                "dpop_required": {"type": "boolean"},
+                "par_required": {"type": "boolean"},
+                "subject_type": {"type": "string", "enum": list(SUBJECT_TYPES)},
+                "sector_identifier": {**uri, "maxLength": SECTOR_MAX,
+                                      "type": ["string", "null"]},
+                "id_token_alg": {"type": "string", "enum": list(ID_TOKEN_ALGS)},
+            },
+            "required": ["name"],
+        },
+    }
+
+
+def manage_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
+    client_id = {
+        "name": "client_id",
+        "in": "path",
+        "required": True,
+        "description": "A relying application's client id.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": CLIENT_ID_MAX},
+    }
+    listed = _read(
+        "The organisation's relying applications, by name", "listRelyingApplications",
+        _ok("A page of relying applications", "RelyingApplicationPage"),
+        [organisation_id, *PAGING], "applications", "404")
+    listed["post"] = _create(
+        "Register a relying application; it waits for a platform admin's approval. "
+        "A person's token only", "registerRelyingApplication",
+        _ok("The application, pending, with its secret shown this once",
+            "RelyingApplicationWithSecret"), organisation_id, "applications",
+        "RelyingApplicationRegistration")
+    return {
+        **_token_paths(organisation_id),
+        **_provider_paths(organisation_id),
+        "/organisations/{organisation_id}/relying-applications": listed,
+        "/relying-applications/{client_id}": _read(
+            "One relying application the caller looks after", "getRelyingApplication",
+            _ok("The application", "RelyingApplication"), [client_id], "applications", "404"),
+        "/relying-applications/{client_id}/secret": {"post": {
+            "summary": "Give the application a new secret (the old one stops working). "
+                       "A person's token only",
+            "operationId": "rotateRelyingApplicationSecret",
+            "tags": ["applications"],
+            "parameters": [client_id],
+            "requestBody": {"required": False, "content": {JSON: {
+                "schema": _ref("schemas", "OptionalReason")}}},
+            "responses": _responses(_ok("The application, with its new secret shown this once",
+                                        "RelyingApplicationWithSecret"), "404", "409"),
+        }},
+        "/relying-applications/{client_id}/suspension": _act(
+            "Suspend the application: it gets invalid_client from now on",
+            "suspendRelyingApplication", _ok("The application, suspended",
+                                             "RelyingApplication"), client_id, "applications"),
+    }
+
+
+def _owed_reason() -> dict[str, Any]:
+    return {**_text(REASON_MAX, "Why; kept on the audit trail. Optional for the "
+                    "organisation's own admins; a platform admin must give one."),
+            "type": ["string", "null"]}
+
+
+def _token_schemas() -> dict[str, Any]:
+    from tokens.models import TokenState
+
+    reason = _owed_reason()
+    return {
+        "Token": _object({
+            "id": {"type": "integer"},
+            "serial": {"type": "string"},
+            "state": {"type": "string", "enum": [s.value for s in TokenState]},
+            "organisation_id": _nullable("integer"),
+            "person_id": _nullable("integer"),
+            "created_at": {"type": "string", "format": "date-time"},
+            "activated_at": _nullable("string", format="date-time"),
+        }),
+        "TokenPage": _page_of("Token"),
+        "TokenAssignment": {
+            "type": "object",
+            "properties": {
+                "username": _text(USERNAME_MAX, "Who gets the token: someone with a current "
+                                  "position in its organisation."),
+                "reason": reason,
+            },
+            "required": ["username"],
+        },
+        "TokenLoss": {
+            "type": "object",
+            "properties": {
+                "stolen": {"type": "boolean", "default": False,
+                           "description": "Stolen: revoked for good, not merely lost."},
+                "reason": reason,
+            },
+        },
+        "TokenReturn": {"type": "object", "properties": {"reason": reason}},
+    }
+
+
+def _token_act(summary: str, operation_id: str, token_id: dict[str, Any],
+               body: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": summary,
+        "operationId": operation_id,
+        "tags": ["tokens"],
+        "parameters": [token_id],
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("schemas", body)}}},
+        "responses": _responses(_ok("The token", "Token"), "404", "409", "413"),
+    }}
+
+
+def _token_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
+    from tokens.models import TokenState
+
+    token_id = _id("token_id", "A hardware token's id.")
+    state = {"name": "state", "in": "query", "required": False,
+             "description": "Only tokens in this state.",
+             "schema": {"type": "string", "enum": [s.value for s in TokenState]}}
+    return {
+        "/organisations/{organisation_id}/tokens": _read(
+            "The organisation's hardware tokens, by serial", "listTokens",
+            _ok("A page of tokens", "TokenPage"), [organisation_id, state, *PAGING], "tokens",
+            "404"),
+        "/tokens/{token_id}/assignment": _token_act(
+            "Give an in-stock or returned token to a person of its organisation",
+            "assignToken", token_id, "TokenAssignment"),
+        "/tokens/{token_id}/loss": _token_act(
+            "Report a token lost (or stolen): out of use at once, its holder's sessions end",
+            "reportTokenLost", token_id, "TokenLoss"),
+        "/tokens/{token_id}/return": _token_act(
+            "Record a token handed back: it can be assigned again", "returnToken", token_id,
+            "TokenReturn"),
+    }
+
+
+ACR_MAX = 200
+ACR_VALUES_MAX = 20
+
+
+def _provider_schemas() -> dict[str, Any]:
+    return {
+        "IdentityProvider": _object({
+            "organisation_id": {"type": "integer"},
+            "issuer": {"type": "string"},
+            "client_id": {"type": "string"},
+            "auth_method": {"type": "string"},
+            "username_claim": {"type": "string"},
+            "accepted_acr": {"type": "array", "items": {"type": "string"}},
+            "created_at": {"type": "string", "format": "date-time"},
+        }),
+        "AcceptedAcr": _object({"accepted_acr": {
+            "type": "array", "maxItems": ACR_VALUES_MAX,
+            "items": _text(ACR_MAX, "An upstream acr value that meets level 2."),
+            "description": "Empty: token and PIN are always asked."},
+            "reason": _owed_reason()}, required=["accepted_acr"]),
+        "IdentityProviderRemoved": _object({"organisation_id": {"type": "integer"},
+                                            "links_removed": {"type": "integer"}}),
+    }
+
+
+def _provider_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
+    acr = {"post": {
+        "summary": "Set which upstream acr values stand in for token and PIN. A person's "
+                   "token only",
+        "operationId": "setAcceptedAcr",
+        "tags": ["organisations"],
+        "parameters": [organisation_id],
+        "requestBody": {"required": True, "content": {JSON: {
+            "schema": _ref("schemas", "AcceptedAcr")}}},
+        "responses": _responses(_ok("The provider", "IdentityProvider"), "404", "413"),
+    }}
+    return {
+        "/organisations/{organisation_id}/identity-provider": _read(
+            "The organisation's own identity provider (never its secret or key)",
+            "getIdentityProvider", _ok("The provider", "IdentityProvider"), [organisation_id],
+            "organisations", "404"),
+        "/organisations/{organisation_id}/identity-provider/accepted-acr": acr,
+        "/organisations/{organisation_id}/identity-provider/removal": _act(
+            "Remove the provider and every link to it", "removeIdentityProvider",
+            _ok("Removed", "IdentityProviderRemoved"), organisation_id, "organisations"),
     }

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.audit import Auditor
@@ -22,6 +22,7 @@ from core.clock import Clock
 from core.crypto import SecretDigester
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
 from directory.accreditation import reason_detail
+from directory.administration import Page, page_bounds
 from directory.models import Organisation
 from directory.service import Principal, administered_clause, administers
 from idp.oidc.models import ClientKind, ClientStatus, OAuthClient
@@ -61,13 +62,24 @@ def _is_loopback_http(parts: object) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
+def _host(uri: str) -> str | None:
+    try:
+        return urlsplit(uri).hostname
+    except ValueError:  # reported by _uri_problems
+        return None
+
+
 def _uri_problems(name: str, uris: list[str]) -> list[FieldProblem]:
     """Exact, absolute https URIs (http only on loopback), no fragment: the
     rules OAuth 2.0 Security BCP (RFC 9700) sets for redirects."""
     problems = []
     for index, uri in enumerate(uris):
-        parts = urlsplit(uri)
         where = f"{name}[{index}]"
+        try:
+            parts = urlsplit(uri)
+        except ValueError:  # a malformed IPv6 host, say: not a URL at all
+            problems.append(FieldProblem(where, "must be an absolute https URL"))
+            continue
         if parts.scheme not in ("https", "http") or not parts.netloc:
             problems.append(FieldProblem(where, "must be an absolute https URL"))
         elif parts.scheme == "http" and not _is_loopback_http(parts):
@@ -114,7 +126,7 @@ def validate(reg: Registration) -> list[FieldProblem]:
     if reg.subject_type not in ("public", "pairwise"):
         problems.append(FieldProblem("subject_type", "must be public or pairwise"))
     if reg.subject_type == "pairwise":
-        hosts = {urlsplit(u).hostname for u in reg.redirect_uris}
+        hosts = {_host(u) for u in reg.redirect_uris}
         if not reg.sector_identifier and len(hosts) > 1:
             problems.append(FieldProblem(
                 "sector_identifier", "needed when the redirect URIs are on several hosts"))
@@ -176,12 +188,30 @@ class ClientRegistry:
                 Organisation, Organisation.id == OAuthClient.organisation_id).where(clause)
         return list(self.session.scalars(query))
 
+    def of_organisation(self, actor: Principal, organisation_id: int, *, page: int = 1,
+                        per_page: int = 50) -> Page[OAuthClient]:
+        """One organisation's applications, a page at a time, by name: for whoever
+        looks after them (the same rule as each one's page)."""
+        page, per_page = page_bounds(page, per_page)
+        if not self.administers(actor, organisation_id):
+            raise NotAllowed()
+        if self.session.get(Organisation, organisation_id) is None:
+            raise NotFound("No such organisation")
+        mine = OAuthClient.organisation_id == organisation_id
+        total = self.session.scalar(select(func.count(OAuthClient.id)).where(mine)) or 0
+        items = list(self.session.scalars(
+            select(OAuthClient).where(mine).order_by(OAuthClient.name, OAuthClient.id)
+            .limit(per_page).offset((page - 1) * per_page)))
+        return Page(items, total, page, per_page)
+
     def register(
         self, actor: Principal, reg: Registration, reason: str | None = None
     ) -> tuple[OAuthClient, str | None]:
         """A pending client, and its secret (shown once) when it uses one."""
         if not self.administers(actor, reg.organisation_id):
             raise NotAllowed()
+        if self.session.get(Organisation, reg.organisation_id) is None:
+            raise NotFound("No such organisation")  # a platform admin's mistyped id
         why = reason_detail(actor, reason)
         problems = validate(reg)
         if reg.resource_uri and self.session.scalar(

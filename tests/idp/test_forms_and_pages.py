@@ -321,8 +321,11 @@ def test_the_public_list_is_exact(app: Flask) -> None:
     api = sorted(r.rule for r in app.url_map.iter_rules() if r.rule.startswith(API_PATHS))
     # 11, then 7 for delegated administration (applications, position requests
     # and decisions, closure, unlock, the two reset letters), then the
-    # child-record API (2): each walked above.
-    assert len(api) == 20 and sorted(API_PUBLIC) == ["/api/v1/openapi.json"]
+    # child-record API (2), then an organisation's relying applications (4: list and
+    # register, show, new secret, suspension) and its token inventory (4: list,
+    # assignment, loss, return) and its identity provider (3: show, accepted acr,
+    # removal): each walked above.
+    assert len(api) == 31 and sorted(API_PUBLIC) == ["/api/v1/openapi.json"]
 
 
 def test_protocol_endpoints_without_csrf_ignore_the_session_cookie(

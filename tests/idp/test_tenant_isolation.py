@@ -556,6 +556,17 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
         "api.decide_position",
         "api.search_children",
         "api.view_child",
+        "api.relying_applications",
+        "api.relying_application",
+        "api.rotate_relying_application_secret",
+        "api.suspend_relying_application",
+        "api.otp_tokens",
+        "api.assign_token",
+        "api.report_token_lost",
+        "api.return_token",
+        "api.identity_provider",
+        "api.set_accepted_acr",
+        "api.remove_identity_provider",
     } <= walked
 
 
