@@ -302,3 +302,28 @@ def test_an_admin_sees_sets_acr_and_removes_the_provider_never_its_secret(
     assert removed.status_code == 200 and removed.get_json()["links_removed"] == 0
     assert _issuer(container, cast.org.id) is None
     _problem(_post(app, f"{base}/removal", token, {"reason": "again"}), 404)
+
+
+def test_a_platform_admin_owes_a_reason_for_registering_and_new_secrets(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    token = cast.token(app, container, clock, cast.platform)
+    listed = f"/api/v1/organisations/{cast.org.id}/relying-applications"
+    body = {"name": "Case system", "redirect_uris": ["https://case.example.org/cb"]}
+    before = _clients(container)
+    problem = _problem(_post(app, listed, token, body), 400, "invalid_input")
+    assert [e["field"] for e in problem["errors"]] == ["reason"]
+    assert _clients(container) == before
+    made = _post(app, listed, token, {**body, "reason": "council's request 42"})
+    assert made.status_code == 201, made.get_data(as_text=True)
+    client_id = made.get_json()["client_id"]
+    secret = f"/api/v1/relying-applications/{client_id}/secret"
+    problem = _problem(_post(app, secret, token, {}), 400, "invalid_input")
+    assert [e["field"] for e in problem["errors"]] == ["reason"]
+    assert _post(app, secret, token, {"reason": "leaked in a ticket"}).status_code == 200
+    with container.unit() as unit:
+        reasons = [(e.tag, (e.detail or {}).get("reason")) for e in unit.session.scalars(
+            select(AuditEntry).where(AuditEntry.tag.like("oidc:client:%"))
+            .order_by(AuditEntry.seq))]
+    assert ("council's request 42" in [r for _t, r in reasons]
+            and "leaked in a ticket" in [r for _t, r in reasons]), reasons
