@@ -82,6 +82,7 @@ from bench.signin import (
     make_people,
     percentile,
     printable_command,
+    report_failures,
     row,
     sign_in,
     signed_in_browser,
@@ -517,13 +518,7 @@ def report(command: str, database: str, cores: int, setup: float, rates: dict[st
         print(row("cores busy at the peak with the mix", f"{need:.1f}"))
         print(row(f"cores to provision at {TARGET_UTILISATION:.0%} utilisation, with the mix",
                   f"{math.ceil(need / TARGET_UTILISATION)}"))
-    if failures:
-        print()
-        print("FAILED requests, by reason:")
-        for reason, times in failures.most_common():
-            print(f"  {times:>6}  {reason}")
-        return 1
-    return 0
+    return report_failures(failures, "requests")
 
 
 if __name__ == "__main__":

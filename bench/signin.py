@@ -783,13 +783,18 @@ def main(argv: list[str] | None = None) -> int:
     for pid, rss, hwm in zip(workers, worker_rss, worker_hwm, strict=True):
         print(row(f"worker {pid}", f"{rss / mib:.1f} MiB", f"peak {hwm / mib:.1f} MiB"))
     print(row(f"master {master}", f"{master_rss / mib:.1f} MiB"))
-    if failures:
-        print()
-        print("FAILED sign-ins, by reason:")
-        for reason, times in failures.most_common():
-            print(f"  {times:>6}  {reason}")
-        return 1
-    return 0
+    return report_failures(failures, "sign-ins")
+
+
+def report_failures(failures: Counter[str], what: str) -> int:
+    """Print what failed, by reason; the exit status a benchmark ends with."""
+    if not failures:
+        return 0
+    print()
+    print(f"FAILED {what}, by reason:")
+    for reason, times in failures.most_common():
+        print(f"  {times:>6}  {reason}")
+    return 1
 
 
 if __name__ == "__main__":
