@@ -33,7 +33,7 @@ def test_the_sql_rule_and_the_python_rule_agree(world: World) -> None:
     suspended_org.accreditation = Accreditation.SUSPENDED
     world.unit.commit()
     session = world.unit.session
-    usable = dict(session.execute(select(Person.id, usable_clause(today))).tuples().all())
+    usable = {pid: ok for pid, ok in session.execute(select(Person.id, usable_clause(today)))}
     for name, person in people.items():
         session.refresh(person)
         expected = not access_blockers(person, today)

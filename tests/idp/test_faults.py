@@ -138,31 +138,39 @@ class Load:
         if member is None:
             time.sleep(0.2)
             return
+        # Only a posted TOTP code can have been spent: a person turned away
+        # before that step is free to go again at once. (Marking every
+        # attempt used up all 40 people within a Redis outage, and sign-in
+        # then waited for the next 30 s step, not for Redis.)
+        code_step = -1
         try:
-            self._sign_in_as(member)
+            code_step = self._sign_in_as(member)
         finally:
             with self._lock:
-                self._queue.append((member, self._step()))
+                self._queue.append((member, code_step))
 
-    def _sign_in_as(self, member: Member) -> None:
+    def _sign_in_as(self, member: Member) -> int:
+        """The TOTP step whose code was posted, or -1 if none was."""
         with self._http() as client:
             page = self._call(client, "signin", "GET", "/sign-in")
             if page.status != 200 or not (found := CSRF.search(page.body)):
-                return
+                return -1
             step = self._call(client, "signin", "POST", "/sign-in", data={
                 "csrf_token": found.group(1) or found.group(2),
                 "username": member.username, "password": member.password})
             if step.status != 302:
-                return
+                return -1
             page = self._call(client, "signin", "GET", "/sign-in/token")
             if page.status != 200 or not (found := CSRF.search(page.body)):
-                return
+                return -1
             done = self._call(client, "signin", "POST", "/sign-in/token", data={
                 "csrf_token": found.group(1) or found.group(2),
                 "code": member.totp(self.container), "pin": member.pin})
+            code_step = self._step()  # taken after the code, so never earlier than its step
             if done.status == 302 and done.location == "/":
                 with self._lock:
                     self.signed_in.append((member, done.finished))
+            return code_step
 
     def _token(self) -> None:
         assert self.client_basic is not None
