@@ -114,10 +114,12 @@ def _account_query(credential: FromClause, where: Any) -> Select[Any]:
         .select_from(
             _person.outerjoin(credential, credential.c.person_id == _person.c.id)
             .outerjoin(_guard, _guard.c.person_id == _person.c.id)
-            .outerjoin(
-                _position.join(_organisation, _organisation.c.id == _position.c.organisation_id),
-                _position.c.person_id == _person.c.id,
-            )
+            # Flat left joins, not `person LEFT JOIN (position JOIN organisation)`:
+            # SQLite materialises that nested join, reading every position in
+            # the directory at each sign-in. A position always has its
+            # organisation, so the second left join adds no row of its own.
+            .outerjoin(_position, _position.c.person_id == _person.c.id)
+            .outerjoin(_organisation, _organisation.c.id == _position.c.organisation_id)
         )
         .where(where)
         .order_by(_position.c.id)
