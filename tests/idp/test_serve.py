@@ -187,3 +187,25 @@ def test_a_killed_worker_is_replaced_and_its_counts_are_kept(
     assert _count(metrics, "signin.start") == 30
     # Its live gauge (connections in use) no longer counts.
     assert not list((instance / "metrics").glob(f"gauge_livesum_{victim}.db"))
+
+
+@pytest.mark.slow
+def test_granian_serves_with_the_threads_asked_for(database_url: str, tmp_path: Path) -> None:
+    """The other server `serve` offers answers concurrent requests with a few
+    Python threads a worker, not granian's default of hundreds."""
+    instance = tmp_path / "instance"
+    env = server_env(database_url, instance)
+    migrate(env)
+    node = start_node(env, tmp_path / "server.log", "serve", "--server", "granian",
+                      "--workers", "1", "--threads", "3")
+    try:
+        command = (Path("/proc") / str(node.process.pid) / "cmdline").read_bytes().split(b"\0")
+        assert command[command.index(b"--blocking-threads") + 1] == b"3"
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            statuses = list(pool.map(lambda _: node.request("GET", "/sign-in")[0], range(24)))
+        assert statuses == [200] * 24
+    finally:
+        node.stop()
+    requests = [json.loads(line) for line in node.log.read_text().splitlines()
+                if line.startswith("{") and '"event": "request"' in line]
+    assert len([r for r in requests if r["endpoint"] == "signin.start"]) == 24
