@@ -22,7 +22,6 @@ from werkzeug.wrappers import Response
 
 from core.errors import FieldProblem, InvalidInput, NotAllowed
 from core.errors import NotFound as DomainNotFound
-from directory.accreditation import REASON_MAX
 from directory.administration import Page
 from idp import web
 from idp.api import openapi
@@ -35,6 +34,7 @@ from idp.api.views import (
     _field,
     _moment,
     _only_query,
+    _owed_reason,
     _paging,
     _reason,
     blueprint,
@@ -188,7 +188,7 @@ def relying_applications(who: Caller, organisation_id: int) -> Response | tuple[
         return refused
     body = _body()
     reg = _registration(organisation_id, body)
-    client, secret = unit.clients.register(who.principal, reg, _token_reason(body))
+    client, secret = unit.clients.register(who.principal, reg, _owed_reason(body))
     answer = {**relying_application_json(client), "secret": secret}
     unit.commit()
     return jsonify(answer), 201
@@ -212,7 +212,7 @@ def rotate_relying_application_secret(who: Caller, client_id: str) -> Response:
     client = unit.clients.managed(who.principal, client_id)
     # The body is optional: a reason, owed by platform admins only.
     payload = request.get_json(silent=True) if request.is_json else None
-    reason = _token_reason(payload) if isinstance(payload, dict) else None
+    reason = _owed_reason(payload) if isinstance(payload, dict) else None
     secret = unit.clients.rotate_secret(who.principal, client_id, reason)
     answer = {**relying_application_json(client), "secret": secret}
     unit.commit()
@@ -250,12 +250,6 @@ def token_json(token: OtpToken) -> dict[str, Any]:
     }
 
 
-def _token_reason(body: dict[str, Any]) -> str | None:
-    """Optional for an organisation's own admins; the inventory refuses a
-    platform admin's act without one, as the console does."""
-    return _field(body, "reason", REASON_MAX, required=False, nullable=True)
-
-
 def _changed(token: OtpToken) -> Response:
     answer = token_json(token)
     web.unit().commit()
@@ -287,7 +281,7 @@ def assign_token(who: Caller, token_id: int) -> Response:
         raise NotAllowed()  # its holder sees it, but only an admin hands it out
     body = _body()
     username = _field(body, "username", USERNAME_MAX) or ""
-    reason = _token_reason(body)
+    reason = _owed_reason(body)
     person = unit.directory.person_by_username(username)
     try:
         if person is None:
@@ -312,7 +306,7 @@ def report_token_lost(who: Caller, token_id: int) -> Response:
     if not isinstance(stolen, bool):
         raise InvalidInput(FieldProblem("stolen", "Give true or false"))
     return _changed(unit.inventory.report_lost(who.principal, token_id, stolen=stolen,
-                                               reason=_token_reason(body)))
+                                               reason=_owed_reason(body)))
 
 
 @blueprint.post(f"/tokens/<{ID}:token_id>/return")
@@ -322,7 +316,7 @@ def return_token(who: Caller, token_id: int) -> Response:
     unit = web.unit()
     unit.inventory.token(who.principal, token_id)
     return _changed(unit.inventory.mark_returned(who.principal, token_id,
-                                                 _token_reason(_body())))
+                                                 _owed_reason(_body())))
 
 
 # -- the organisation's own identity provider ----------------------------------------------
@@ -368,7 +362,7 @@ def set_accepted_acr(who: Caller, organisation_id: int) -> Response:
             f"to {openapi.ACR_MAX} characters"))
     unit = web.unit()
     upstream = unit.federation.set_accepted_acr(who.principal, organisation_id, values,
-                                                _token_reason(body))
+                                                _owed_reason(body))
     answer = identity_provider_json(upstream)
     unit.commit()
     return jsonify(answer)

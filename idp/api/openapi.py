@@ -273,6 +273,7 @@ def _delegation_schemas() -> dict[str, Any]:
                 "work_phone": {**_text(PHONE_MAX, "Their work phone, if any."),
                                "type": ["string", "null"]},
                 "role": roles,
+                "reason": _owed_reason(),
             },
             "required": ["given_name", "family_name", "work_email", "role"],
         },
@@ -500,8 +501,7 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
         "tags": [{"name": "organisations"}, {"name": "people"}, {"name": "applications"},
-                 {"name": "children"},
-                 {"name": "meta"}],
+                 {"name": "tokens"}, {"name": "children"}, {"name": "meta"}],
         "paths": {
             "/openapi.json": {
                 "get": {

@@ -32,7 +32,8 @@ EXAMPLES = 12
 # only from a platform admin): a well-formed request may still be refused there
 # with a 400, which must then name one of these fields, and no other.
 BEYOND_THE_SCHEMA = {
-    "POST /organisations/{organisation_id}/applications": {"work_email", "role"},
+    # A reason is owed by platform admins only.
+    "POST /organisations/{organisation_id}/applications": {"work_email", "role", "reason"},
     "POST /organisations/{organisation_id}/position-requests": {"username", "role"},
     # The registry's own rules: https redirects, a code flow's redirect, a JWK set's keys.
     "POST /organisations/{organisation_id}/relying-applications": {
