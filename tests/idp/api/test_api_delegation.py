@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from core.audit import AuditEntry
 from core.clock import FrozenClock
-from directory.models import OrganisationKind, PersonStatus, PositionRequest, Role
+from directory.models import PersonStatus, PositionRequest, Role
 from idp.container import Container
 from tests.factories import Member
 from tests.idp.api.conftest import Cast
@@ -207,8 +207,7 @@ def test_a_local_authority_team_acts_in_its_area_over_the_api(
     app: Flask, container: Container, clock: FrozenClock, cast: Cast
 ) -> None:
     world = cast.world
-    school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
-                                registration_authority=cast.org)
+    school = cast.area_school()
     teacher = world.member(school, given_name="Tom", family_name="Teacher")
     team = world.member(cast.org, Role.LOCAL_AUTHORITY_TEAM, given_name="Lara")
     token = cast.token(app, container, clock, team)
