@@ -199,6 +199,7 @@ def _vet(unit: Unit, demo: DemoPerson, org: Organisation, serial: int) -> Enrolm
         work_email=_email(demo),
         work_phone=None,
         role=demo.role,
+        reason="demo data",  # owed when the sponsor is a platform admin (pat.platform)
     )
     recorder = principal_for(victor, today)
     _record_checks(unit, recorder, app.id, evidence)

@@ -5,9 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from flask_wtf import FlaskForm
-from govuk_frontend_wtf.wtforms_widgets import GovDateInput
+from govuk_frontend_wtf.wtforms_widgets import GovDateInput, GovTextInput
+from wtforms import StringField
+from wtforms.validators import Length, Optional
 
 from core.errors import InvalidInput
+
+
+def optional_reason() -> StringField:
+    """A reason the form leaves optional: the service asks it of platform admins
+    (`directory.accreditation.reason_from`) and checks what anyone gives, so the
+    page, the API and the CLI refuse alike."""
+    return StringField("Reason (recorded in the audit log; platform admins must give one)",
+                       widget=GovTextInput(), validators=[Optional(), Length(max=300)])
 
 
 def attach_problems(form: FlaskForm, error: InvalidInput) -> bool:

@@ -22,7 +22,7 @@ from core.clock import Clock
 from core.errors import FieldProblem, InvalidInput, NotAllowed
 from core.outbox import Outbox
 from core.settings import Settings
-from directory.accreditation import LAPSE_PREFIX
+from directory.accreditation import LAPSE_PREFIX, reason_detail
 from directory.administration import Page, page_bounds
 from directory.models import Organisation, Person, PersonStatus, Role
 from directory.service import (
@@ -234,7 +234,11 @@ class VettingService:
         work_email: str,
         work_phone: str | None,
         role: Role,
+        reason: str | None = None,
     ) -> Application:
+        """`reason` is owed by a platform admin, who may sponsor anywhere (issue 5);
+        an organisation's own admins may give one. Checked with the other fields,
+        so a form shows every problem at once and nothing is stored."""
         organisation = self.session.get(Organisation, organisation_id)
         # Refused alike whether the organisation exists or not: ids reveal nothing.
         if organisation is None or not administers(actor, organisation):
@@ -253,6 +257,11 @@ class VettingService:
             problems.append(
                 FieldProblem("role", "Only a platform admin can sponsor a platform admin")
             )
+        why: dict[str, str] = {}
+        try:
+            why = reason_detail(actor, reason)
+        except InvalidInput as missing:
+            problems += missing.problems
         if problems:
             raise InvalidInput(problems)
         app = Application(
@@ -274,7 +283,7 @@ class VettingService:
             subject_type="application",
             subject_id=app.id,
             organisation_id=organisation.id,
-            detail={"role": role.value},
+            detail={"role": role.value, **why},
         )
         return app
 

@@ -22,7 +22,6 @@ from werkzeug.wrappers import Response
 
 from core.errors import FieldProblem, InvalidInput, NotAllowed
 from core.errors import NotFound as DomainNotFound
-from directory.accreditation import REASON_MAX
 from directory.administration import Page
 from idp import web
 from idp.api import openapi
@@ -35,6 +34,7 @@ from idp.api.views import (
     _field,
     _moment,
     _only_query,
+    _owed_reason,
     _paging,
     _reason,
     blueprint,
@@ -42,6 +42,7 @@ from idp.api.views import (
     page_json,
 )
 from idp.federation.models import UpstreamProvider
+from idp.federation.service import NewProvider
 from idp.oidc.clients import AUTH_METHODS, GRANT_TYPES, ID_TOKEN_ALGS, SCOPES, Registration
 from idp.oidc.models import OAuthClient
 from idp.oidc.views import provider
@@ -50,6 +51,7 @@ from tokens.models import OtpToken, TokenState
 CLIENT = "client_id"  # any text: an unknown one is simply not found
 URI = re.compile(openapi.URI_PATTERN)
 NAME = re.compile(openapi.REASON_PATTERN)
+PEM = re.compile(openapi.PEM_PATTERN)
 
 
 def relying_application_json(client: OAuthClient) -> dict[str, Any]:
@@ -188,7 +190,7 @@ def relying_applications(who: Caller, organisation_id: int) -> Response | tuple[
         return refused
     body = _body()
     reg = _registration(organisation_id, body)
-    client, secret = unit.clients.register(who.principal, reg, _token_reason(body))
+    client, secret = unit.clients.register(who.principal, reg, _owed_reason(body))
     answer = {**relying_application_json(client), "secret": secret}
     unit.commit()
     return jsonify(answer), 201
@@ -212,7 +214,7 @@ def rotate_relying_application_secret(who: Caller, client_id: str) -> Response:
     client = unit.clients.managed(who.principal, client_id)
     # The body is optional: a reason, owed by platform admins only.
     payload = request.get_json(silent=True) if request.is_json else None
-    reason = _token_reason(payload) if isinstance(payload, dict) else None
+    reason = _owed_reason(payload) if isinstance(payload, dict) else None
     secret = unit.clients.rotate_secret(who.principal, client_id, reason)
     answer = {**relying_application_json(client), "secret": secret}
     unit.commit()
@@ -250,12 +252,6 @@ def token_json(token: OtpToken) -> dict[str, Any]:
     }
 
 
-def _token_reason(body: dict[str, Any]) -> str | None:
-    """Optional for an organisation's own admins; the inventory refuses a
-    platform admin's act without one, as the console does."""
-    return _field(body, "reason", REASON_MAX, required=False, nullable=True)
-
-
 def _changed(token: OtpToken) -> Response:
     answer = token_json(token)
     web.unit().commit()
@@ -287,7 +283,7 @@ def assign_token(who: Caller, token_id: int) -> Response:
         raise NotAllowed()  # its holder sees it, but only an admin hands it out
     body = _body()
     username = _field(body, "username", USERNAME_MAX) or ""
-    reason = _token_reason(body)
+    reason = _owed_reason(body)
     person = unit.directory.person_by_username(username)
     try:
         if person is None:
@@ -312,7 +308,7 @@ def report_token_lost(who: Caller, token_id: int) -> Response:
     if not isinstance(stolen, bool):
         raise InvalidInput(FieldProblem("stolen", "Give true or false"))
     return _changed(unit.inventory.report_lost(who.principal, token_id, stolen=stolen,
-                                               reason=_token_reason(body)))
+                                               reason=_owed_reason(body)))
 
 
 @blueprint.post(f"/tokens/<{ID}:token_id>/return")
@@ -322,14 +318,15 @@ def return_token(who: Caller, token_id: int) -> Response:
     unit = web.unit()
     unit.inventory.token(who.principal, token_id)
     return _changed(unit.inventory.mark_returned(who.principal, token_id,
-                                                 _token_reason(_body())))
+                                                 _owed_reason(_body())))
 
 
 # -- the organisation's own identity provider ----------------------------------------------
 
 
 def identity_provider_json(upstream: UpstreamProvider) -> dict[str, Any]:
-    """Never the secret or key, not even encrypted."""
+    """Never the secret or key, not even encrypted; the redirect URI to register
+    at the provider, as the console's page shows it."""
     return {
         "organisation_id": upstream.organisation_id,
         "issuer": upstream.issuer,
@@ -338,16 +335,69 @@ def identity_provider_json(upstream: UpstreamProvider) -> dict[str, Any]:
         "username_claim": upstream.username_claim,
         "accepted_acr": list(upstream.accepted_acr),
         "created_at": _moment(upstream.created_at),
+        "redirect_uri": web.unit().federation.redirect_uri,
     }
 
 
-@blueprint.get(f"/organisations/<{ID}:organisation_id>/identity-provider")
+def _acr_values(body: dict[str, Any], default: list[str] | None = None) -> list[str]:
+    values = body.get("accepted_acr", default)
+    if (not isinstance(values, list) or len(values) > openapi.ACR_VALUES_MAX
+            or not all(isinstance(v, str) and 1 <= len(v) <= openapi.ACR_MAX
+                       and NAME.fullmatch(v) for v in values)):
+        raise InvalidInput(FieldProblem(
+            "accepted_acr", f"Give a list of up to {openapi.ACR_VALUES_MAX} values, each up "
+            f"to {openapi.ACR_MAX} characters"))
+    return values
+
+
+def _required(body: dict[str, Any], name: str, most: int) -> str:
+    return _field(body, name, most) or ""
+
+
+def _pem(body: dict[str, Any]) -> str | None:
+    """A PEM private key spans lines, so it alone may hold line breaks."""
+    pem = _string(body, "private_key", openapi.PEM_MAX, PEM)
+    return pem.strip() if pem is not None else None
+
+
+@blueprint.route(f"/organisations/<{ID}:organisation_id>/identity-provider",
+                 methods=["GET", "POST"])
 @operation()
-def identity_provider(who: Caller, organisation_id: int) -> Response:
-    upstream = web.unit().federation.provider_for(who.principal, organisation_id)
+def identity_provider(who: Caller, organisation_id: int) -> Response | tuple[Response, int]:
+    """One rule for both methods, as `views.applications`: show the provider, or add one."""
+    unit = web.unit()
+    upstream = unit.federation.provider_for(who.principal, organisation_id)
+    if request.method == "POST":
+        return add_identity_provider(who, organisation_id)
     if upstream is None:
         raise DomainNotFound("This organisation has no identity provider")
     return jsonify(identity_provider_json(upstream))
+
+
+def add_identity_provider(who: Caller, organisation_id: int) -> Response | tuple[Response, int]:
+    """Register the organisation's own provider, as the console's page does:
+    the service checks and audits it, keeps the secret or key encrypted, and
+    refuses a second provider (409). Whatever was sent as a credential never
+    comes back, in the answer or in a problem. A person decides, since it
+    changes how the organisation's people sign in."""
+    refused = _no_machine(who, "change how people sign in")
+    if refused is not None:
+        return refused
+    body = _body()
+    new = NewProvider(
+        organisation_id=organisation_id,
+        issuer=_required(body, "issuer", openapi.URI_MAX),
+        client_id=_required(body, "client_id", openapi.UPSTREAM_CLIENT_ID_MAX),
+        username_claim=_required(body, "username_claim", openapi.CLAIM_MAX),
+        accepted_acr=tuple(_acr_values(body, [])),
+        client_secret=_string(body, "client_secret", openapi.SECRET_MAX, NAME),
+        private_key_pem=_pem(body),
+    )
+    unit = web.unit()
+    upstream = unit.federation.add(who.principal, new, _owed_reason(body))
+    answer = identity_provider_json(upstream)
+    unit.commit()
+    return jsonify(answer), 201
 
 
 @blueprint.post(f"/organisations/<{ID}:organisation_id>/identity-provider/accepted-acr")
@@ -359,16 +409,10 @@ def set_accepted_acr(who: Caller, organisation_id: int) -> Response:
     if refused is not None:
         return refused
     body = _body()
-    values = body.get("accepted_acr")
-    if (not isinstance(values, list) or len(values) > openapi.ACR_VALUES_MAX
-            or not all(isinstance(v, str) and 1 <= len(v) <= openapi.ACR_MAX
-                       and NAME.fullmatch(v) for v in values)):
-        raise InvalidInput(FieldProblem(
-            "accepted_acr", f"Give a list of up to {openapi.ACR_VALUES_MAX} values, each up "
-            f"to {openapi.ACR_MAX} characters"))
+    values = _acr_values(body)
     unit = web.unit()
     upstream = unit.federation.set_accepted_acr(who.principal, organisation_id, values,
-                                                _token_reason(body))
+                                                _owed_reason(body))
     answer = identity_provider_json(upstream)
     unit.commit()
     return jsonify(answer)

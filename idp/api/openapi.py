@@ -273,6 +273,7 @@ def _delegation_schemas() -> dict[str, Any]:
                 "work_phone": {**_text(PHONE_MAX, "Their work phone, if any."),
                                "type": ["string", "null"]},
                 "role": roles,
+                "reason": _owed_reason(),
             },
             "required": ["given_name", "family_name", "work_email", "role"],
         },
@@ -500,8 +501,7 @@ def document() -> dict[str, Any]:
         "servers": [{"url": "/api/v1"}],
         "security": [{"bearer": []}],
         "tags": [{"name": "organisations"}, {"name": "people"}, {"name": "applications"},
-                 {"name": "children"},
-                 {"name": "meta"}],
+                 {"name": "tokens"}, {"name": "children"}, {"name": "meta"}],
         "paths": {
             "/openapi.json": {
                 "get": {
@@ -976,9 +976,21 @@ def _token_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
 
 ACR_MAX = 200
 ACR_VALUES_MAX = 20
+# The columns an upstream provider is stored in (idp/federation/models.py) and
+# the console form's bounds on what it is sent.
+UPSTREAM_CLIENT_ID_MAX = 200
+CLAIM_MAX = 100
+SECRET_MAX = 500
+PEM_MAX = 10_000
+# Printable ASCII and line breaks, with at least one character that is not a space.
+PEM_PATTERN = r"^[\t\n\r\x20-\x7e]*[\x21-\x7e][\t\n\r\x20-\x7e]*$"
 
 
 def _provider_schemas() -> dict[str, Any]:
+    accepted = {
+        "type": "array", "maxItems": ACR_VALUES_MAX,
+        "items": _text(ACR_MAX, "An upstream acr value that meets level 2."),
+        "description": "Empty: token and PIN are always asked."}
     return {
         "IdentityProvider": _object({
             "organisation_id": {"type": "integer"},
@@ -988,12 +1000,34 @@ def _provider_schemas() -> dict[str, Any]:
             "username_claim": {"type": "string"},
             "accepted_acr": {"type": "array", "items": {"type": "string"}},
             "created_at": {"type": "string", "format": "date-time"},
+            "redirect_uri": {"type": "string", "description": "This service's redirect URI, "
+                             "to register at the provider."},
         }),
-        "AcceptedAcr": _object({"accepted_acr": {
-            "type": "array", "maxItems": ACR_VALUES_MAX,
-            "items": _text(ACR_MAX, "An upstream acr value that meets level 2."),
-            "description": "Empty: token and PIN are always asked."},
-            "reason": _owed_reason()}, required=["accepted_acr"]),
+        "AcceptedAcr": _object({"accepted_acr": accepted, "reason": _owed_reason()},
+                               required=["accepted_acr"]),
+        "IdentityProviderRegistration": {
+            "type": "object",
+            "description": "Exactly one of `client_secret` (client_secret_basic) and "
+                           "`private_key` (private_key_jwt); neither is ever sent back.",
+            "properties": {
+                "issuer": _text(URI_MAX, "The provider's issuer URL, as its discovery "
+                                "document gives it: https (http only on a loopback address)."),
+                "client_id": _text(UPSTREAM_CLIENT_ID_MAX,
+                                   "This service's client id at the provider."),
+                "client_secret": {**_text(SECRET_MAX, "The client secret, for "
+                                          "client_secret_basic; kept encrypted."),
+                                  "type": ["string", "null"]},
+                "private_key": {"type": ["string", "null"], "minLength": 1,
+                                "maxLength": PEM_MAX, "pattern": PEM_PATTERN,
+                                "description": "An RSA or EC private key in PEM, for "
+                                               "private_key_jwt; kept encrypted."},
+                "username_claim": _text(CLAIM_MAX, "The ID token claim with the person's "
+                                        "username or email, say preferred_username."),
+                "accepted_acr": accepted,
+                "reason": _owed_reason(),
+            },
+            "required": ["issuer", "client_id", "username_claim"],
+        },
         "IdentityProviderRemoved": _object({"organisation_id": {"type": "integer"},
                                             "links_removed": {"type": "integer"}}),
     }
@@ -1010,11 +1044,17 @@ def _provider_paths(organisation_id: dict[str, Any]) -> dict[str, Any]:
             "schema": _ref("schemas", "AcceptedAcr")}}},
         "responses": _responses(_ok("The provider", "IdentityProvider"), "404", "413"),
     }}
+    shown = _read(
+        "The organisation's own identity provider (never its secret or key)",
+        "getIdentityProvider", _ok("The provider", "IdentityProvider"), [organisation_id],
+        "organisations", "404")
+    shown["post"] = _create(
+        "Add the organisation's own identity provider (one per organisation: 409 when it "
+        "has one). A person's token only", "addIdentityProvider",
+        _ok("The provider, added (never its secret or key)", "IdentityProvider"),
+        organisation_id, "organisations", "IdentityProviderRegistration")
     return {
-        "/organisations/{organisation_id}/identity-provider": _read(
-            "The organisation's own identity provider (never its secret or key)",
-            "getIdentityProvider", _ok("The provider", "IdentityProvider"), [organisation_id],
-            "organisations", "404"),
+        "/organisations/{organisation_id}/identity-provider": shown,
         "/organisations/{organisation_id}/identity-provider/accepted-acr": acr,
         "/organisations/{organisation_id}/identity-provider/removal": _act(
             "Remove the provider and every link to it", "removeIdentityProvider",

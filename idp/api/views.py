@@ -479,6 +479,13 @@ def _field(body: dict[str, Any], name: str, most: int, *, required: bool = True,
     return value
 
 
+def _owed_reason(body: dict[str, Any]) -> str | None:
+    """A reason optional for an organisation's own admins: the service refuses a
+    platform admin's act without one (`directory.accreditation.reason_from`), as
+    the console's page does."""
+    return _field(body, "reason", REASON_MAX, required=False, nullable=True)
+
+
 def _choice(body: dict[str, Any], name: str, choices: Sequence[str]) -> str:
     value = body.get(name)
     if not isinstance(value, str) or value not in choices:
@@ -561,7 +568,7 @@ def sponsor(who: Caller, organisation_id: int) -> tuple[Response, int]:
     app = unit.vetting.sponsor(
         who.principal, organisation_id=organisation_id, given_name=values["given_name"] or "",
         family_name=values["family_name"] or "", work_email=values["work_email"] or "",
-        work_phone=values["work_phone"], role=role)
+        work_phone=values["work_phone"], role=role, reason=_owed_reason(body))
     answer = application_json(app)
     unit.commit()
     return jsonify(answer), 201

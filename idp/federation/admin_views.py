@@ -12,7 +12,7 @@ from __future__ import annotations
 from flask import Blueprint, flash, redirect, render_template, url_for
 from werkzeug.wrappers import Response
 
-from core.errors import Conflict, FieldProblem, InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from directory.models import Organisation
 from idp import web
 from idp.admin.views import _confirm
@@ -38,15 +38,6 @@ def _managed(organisation_id: int) -> tuple[Organisation, UpstreamProvider | Non
     unit = web.unit()
     provider = unit.federation.provider_for(web.principal(), organisation_id)
     return unit.directory.organisation(organisation_id), provider
-
-
-def _on_form(error: InvalidInput) -> InvalidInput:
-    """The service asks for one credential of two; the form shows that on the
-    secret box, where the person starts."""
-    return InvalidInput([
-        FieldProblem("client_secret", p.message) if p.field == "credential" else p
-        for p in error.problems
-    ])
 
 
 def _page(
@@ -91,7 +82,7 @@ def show(organisation_id: int) -> Response | tuple[str, int]:
         return _page(org, provider, form, status=400)
     new = NewProvider(
         organisation_id=org.id,
-        issuer=(form.issuer.data or "").strip(),
+        issuer=form.issuer.data or "",
         client_id=form.client_id.data or "",
         username_claim=form.username_claim.data or "",
         accepted_acr=tuple(_lines(form.accepted_acr.data)),
@@ -103,7 +94,7 @@ def show(organisation_id: int) -> Response | tuple[str, int]:
         unit.commit()
     except InvalidInput as error:
         unit.session.rollback()
-        placed = attach_problems(form, _on_form(error))
+        placed = attach_problems(form, error)
         return _page(org, None, form, status=400, problem=None if placed else error.message)
     except Conflict as error:
         unit.session.rollback()

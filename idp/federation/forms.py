@@ -19,7 +19,9 @@ from wtforms import (
     SubmitField,
     TextAreaField,
 )
-from wtforms.validators import InputRequired, Length, Optional
+from wtforms.validators import InputRequired, Length
+
+from idp.forms import optional_reason
 
 
 class OrganisationChoiceForm(FlaskForm):  # type: ignore[misc]
@@ -49,12 +51,6 @@ def _accepted_acr(label: str) -> TextAreaField:
         widget=GovTextArea(),
         validators=[Length(max=2_000)],
     )
-
-
-def _reason() -> StringField:
-    """Optional on the form; the service asks it of platform admins (issue 5)."""
-    return StringField("Reason (recorded in the audit log; platform admins must give one)",
-                       widget=GovTextInput(), validators=[Optional(), Length(max=300)])
 
 
 class ProviderForm(FlaskForm):  # type: ignore[misc]
@@ -96,13 +92,13 @@ class ProviderForm(FlaskForm):  # type: ignore[misc]
         validators=[InputRequired("Enter the username claim"), Length(max=100)],
     )
     accepted_acr = _accepted_acr("Accepted acr values, one per line (optional)")
-    reason = _reason()
+    reason = optional_reason()
     submit = SubmitField("Add the identity provider", widget=GovSubmitInput())
 
 
 class AcceptedAcrForm(FlaskForm):  # type: ignore[misc]
     accepted_acr = _accepted_acr("Accepted acr values, one per line")
-    reason = _reason()
+    reason = optional_reason()
     submit = SubmitField("Save", widget=GovSubmitInput())
 
 

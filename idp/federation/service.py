@@ -127,18 +127,24 @@ class FederationService:
 
     def add(self, actor: Principal, new: NewProvider, reason: str | None = None
             ) -> UpstreamProvider:
-        """Register an organisation's provider; its secret or key kept encrypted."""
+        """Register an organisation's provider; its secret or key kept encrypted.
+        Exactly one of the two is given; a problem with that pair is named on
+        `client_secret`, where the console's form and the API's body both start."""
         self._may_manage(actor, new.organisation_id)
+        if self.session.get(Organisation, new.organisation_id) is None:
+            raise NotFound("No such organisation")  # a platform admin's mistyped id
         why = reason_detail(actor, reason)
         problems = []
-        if not is_acceptable_url(new.issuer):
+        issuer = new.issuer.strip()
+        if not is_acceptable_url(issuer):
             problems.append(FieldProblem("issuer", "must be an https URL"))
         if not new.client_id.strip():
             problems.append(FieldProblem("client_id", "must not be empty"))
         if not new.username_claim.strip():
             problems.append(FieldProblem("username_claim", "must not be empty"))
         if (new.client_secret is None) == (new.private_key_pem is None):
-            problems.append(FieldProblem("credential", "give a client secret or a private key"))
+            problems.append(FieldProblem("client_secret",
+                                         "give a client secret or a private key"))
         elif new.client_secret is not None and not new.client_secret.strip():
             problems.append(FieldProblem("client_secret", "must not be empty"))
         elif new.private_key_pem is not None:
@@ -156,7 +162,7 @@ class FederationService:
         method = "private_key_jwt" if new.private_key_pem is not None else "client_secret_basic"
         provider = UpstreamProvider(
             organisation_id=new.organisation_id,
-            issuer=new.issuer,
+            issuer=issuer,
             client_id=new.client_id.strip(),
             auth_method=method,
             credential_ciphertext="",

@@ -98,7 +98,7 @@ def clients_list() -> None:
 
 @clients.command("approve")
 @click.argument("client_id")
-@click.option("--reason", required=True, help="Why it may be used (audited).")
+@REASON
 @click.option("--first-party", is_flag=True, help="Skip the consent page for it.")
 @cli_errors
 def clients_approve(client_id: str, reason: str, first_party: bool) -> None:
@@ -124,7 +124,7 @@ def clients_rotate_secret(client_id: str, reason: str) -> None:
 
 @clients.command("suspend")
 @click.argument("client_id")
-@click.option("--reason", required=True)
+@REASON
 @cli_errors
 def clients_suspend(client_id: str, reason: str) -> None:
     with _unit(_container()) as unit:

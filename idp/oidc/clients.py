@@ -21,7 +21,7 @@ from core.audit import Auditor
 from core.clock import Clock
 from core.crypto import SecretDigester
 from core.errors import Conflict, FieldProblem, InvalidInput, NotAllowed, NotFound
-from directory.accreditation import reason_detail
+from directory.accreditation import given_reason, reason_detail
 from directory.administration import Page, page_bounds
 from directory.models import Organisation
 from directory.service import Principal, administered_clause, administers
@@ -257,12 +257,14 @@ class ClientRegistry:
         return client, secret
 
     def approve(self, actor: Principal, client_id: str, reason: str) -> OAuthClient:
-        """Platform admins only, and never their own registration."""
+        """Platform admins only, and never their own registration; always with the
+        reason, checked by the shared rule before anything changes."""
         if not actor.is_platform_admin:
             raise NotAllowed()
         client = self.get(client_id)
         if client.registered_by_id == actor.person_id:
             raise NotAllowed("Someone else must approve an application you registered")
+        why = given_reason(reason)
         if client.status is ClientStatus.APPROVED:
             raise Conflict("The application is already approved")
         client.status = ClientStatus.APPROVED
@@ -270,16 +272,19 @@ class ClientRegistry:
         client.approved_at = self.clock.now()
         self.audit.record("oidc:client:approved", subject_type="oauth_client",
                           subject_id=client.client_id, organisation_id=client.organisation_id,
-                          detail={"reason": reason})
+                          detail={"reason": why})
         return client
 
     def suspend(self, actor: Principal, client_id: str, reason: str) -> OAuthClient:
+        """Whoever looks after the application, and whoever it is, says why: like
+        suspending a person or an organisation, it cuts people off at once."""
         client = self.get(client_id)
         self._may_manage(actor, client)
+        why = given_reason(reason)
         client.status = ClientStatus.SUSPENDED
         self.audit.record("oidc:client:suspended", subject_type="oauth_client",
                           subject_id=client.client_id, organisation_id=client.organisation_id,
-                          detail={"reason": reason})
+                          detail={"reason": why})
         return client
 
     def set_first_party(

@@ -23,6 +23,7 @@ from wtforms import (
 )
 from wtforms.validators import InputRequired, Length, Optional
 
+from idp.forms import optional_reason
 from idp.oidc.views import SCOPE_TEXT
 
 FEATURES = [
@@ -73,8 +74,7 @@ class ApplicationForm(FlaskForm):  # type: ignore[misc]
     id_token_alg = RadioField("ID token signature", widget=GovRadioInput(), default="ES256",
                               choices=[("ES256", "ES256 (recommended)"), ("RS256", "RS256")],
                               validators=[InputRequired("Choose a signature")])
-    reason = StringField("Reason (recorded in the audit log; platform admins must give one)",
-                         widget=GovTextInput(), validators=[Optional(), Length(max=300)])
+    reason = optional_reason()
     submit = SubmitField("Register the application", widget=GovSubmitInput())
 
 
@@ -87,6 +87,5 @@ class ReasonForm(FlaskForm):  # type: ignore[misc]
 class WhyForm(FlaskForm):  # type: ignore[misc]
     """A confirmation whose reason the service asks of platform admins only."""
 
-    reason = StringField("Reason (recorded in the audit log; platform admins must give one)",
-                         widget=GovTextInput(), validators=[Optional(), Length(max=300)])
+    reason = optional_reason()
     submit = SubmitField("Confirm", widget=GovSubmitInput())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
@@ -139,36 +140,47 @@ def _detail(client: OAuthClient, **extra: object) -> str:
                            issuer=provider().issuer, title=client.name)
 
 
+def _status(form: ReasonForm | WhyForm) -> int:
+    return 400 if form.errors else 200
+
+
+def _reasoned(client: OAuthClient, action: str, title: str, act: Callable[[str], object],
+              done: str) -> Response | tuple[str, int]:
+    """A confirmation that always carries a reason: the registry checks it, and
+    what it says is wrong goes on the form, with nothing changed."""
+    form = ReasonForm()
+    if form.validate_on_submit():
+        try:
+            act(form.reason.data or "")
+        except InvalidInput as error:
+            attach_problems(form, error)
+        else:
+            web.unit().commit()
+            provider().clients.forget(client.client_id)
+            flash(done)
+            return redirect(url_for("applications.detail", client_id=client.client_id))
+    return render_template("oidc/application_confirm.html", form=form, client=client,
+                           action=action, title=title), _status(form)
+
+
 @blueprint.route("/<client_id>/approve", methods=["GET", "POST"])
 @web.login_required
-def approve(client_id: str) -> Response | str:
+def approve(client_id: str) -> Response | tuple[str, int]:
     client = _managed(client_id)
     if not web.principal().is_platform_admin:
         raise NotAllowed("Only a platform administrator approves applications")
-    form = ReasonForm()
-    if form.validate_on_submit():
-        web.unit().clients.approve(web.principal(), client_id, form.reason.data or "")
-        web.unit().commit()
-        provider().clients.forget(client_id)
-        flash(f"{client.name} is approved: it can sign people in now")
-        return redirect(url_for("applications.detail", client_id=client_id))
-    return render_template("oidc/application_confirm.html", form=form, client=client,
-                           action="approve", title=f"Approve {client.name}")
+    return _reasoned(client, "approve", f"Approve {client.name}",
+                     lambda why: web.unit().clients.approve(web.principal(), client_id, why),
+                     f"{client.name} is approved: it can sign people in now")
 
 
 @blueprint.route("/<client_id>/suspend", methods=["GET", "POST"])
 @web.login_required
-def suspend(client_id: str) -> Response | str:
+def suspend(client_id: str) -> Response | tuple[str, int]:
     client = _managed(client_id)
-    form = ReasonForm()
-    if form.validate_on_submit():
-        web.unit().clients.suspend(web.principal(), client_id, form.reason.data or "")
-        web.unit().commit()
-        provider().clients.forget(client_id)
-        flash(f"{client.name} is suspended: it gets invalid_client from now on")
-        return redirect(url_for("applications.detail", client_id=client_id))
-    return render_template("oidc/application_confirm.html", form=form, client=client,
-                           action="suspend", title=f"Suspend {client.name}")
+    return _reasoned(client, "suspend", f"Suspend {client.name}",
+                     lambda why: web.unit().clients.suspend(web.principal(), client_id, why),
+                     f"{client.name} is suspended: it gets invalid_client from now on")
 
 
 @blueprint.route("/<client_id>/secret", methods=["GET", "POST"])
@@ -186,9 +198,8 @@ def rotate_secret(client_id: str) -> Response | str | tuple[str, int]:
                                    secret=secret, title="New secret")
         except InvalidInput as error:
             attach_problems(form, error)
-    status = 400 if form.errors else 200
     return render_template("oidc/application_confirm.html", form=form, client=client,
-                           action="rotate", title=f"Give {client.name} a new secret"), status
+                           action="rotate", title=f"Give {client.name} a new secret"), _status(form)
 
 
 @blueprint.route("/<client_id>/first-party", methods=["POST"])

@@ -14,7 +14,7 @@ from wtforms import DateField, RadioField, SelectField, StringField, SubmitField
 from wtforms.validators import InputRequired, Length, Optional
 
 from directory.models import Role
-from idp.forms import DateInput
+from idp.forms import DateInput, optional_reason
 from vetting.models import CertificateOutcome, Confidence, Decision, IdentityMethod
 
 ROLE_CHOICES = [(r.value, r.value.replace("_", " ").capitalize()) for r in Role]
@@ -54,6 +54,7 @@ class SponsorForm(FlaskForm):  # type: ignore[misc]
         widget=GovRadioInput(),
         validators=[InputRequired("Choose a role")],
     )
+    reason = optional_reason()
     submit = SubmitField("Submit application", widget=GovSubmitInput())
 
 

@@ -66,6 +66,7 @@ def new() -> Response | str:
                 work_email=form.work_email.data or "",
                 work_phone=form.work_phone.data,
                 role=Role(form.role.data),
+                reason=form.reason.data,
             )
             unit.commit()
             flash(f"Application {app.id} submitted for {app.applicant_name}")

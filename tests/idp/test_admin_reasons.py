@@ -22,6 +22,7 @@ from tests.tokens.test_signin import set_lock
 from tokens.attempts import guard_for
 from tokens.models import TokenState
 from tokens.policy import Factor
+from vetting.models import Application
 
 
 def _browser(app: Flask, container: Container, clock: FrozenClock, member: Member) -> Browser:
@@ -29,6 +30,11 @@ def _browser(app: Flask, container: Container, clock: FrozenClock, member: Membe
     clock.advance(seconds=container.settings.totp.period_seconds)
     assert browser.sign_in(member, container).status_code == 302
     return browser
+
+
+def _platform_admin(world: World) -> Member:
+    return world.member(world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY),
+                        Role.PLATFORM_ADMIN, given_name="Pat")
 
 
 def _letters(container: Container) -> int:
@@ -41,8 +47,7 @@ def test_a_platform_admin_cannot_send_a_letter_or_unlock_without_a_reason(
 ) -> None:
     org = world.organisation()
     staff = world.member(org, given_name="Priya")
-    platform = world.member(world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY),
-                            Role.PLATFORM_ADMIN, given_name="Pat")
+    platform = _platform_admin(world)
     browser = _browser(app, container, clock, platform)
     path = f"/people/{staff.person.id}/reset-pin"
     refused = browser.submit(path, {"reason": "  "})
@@ -83,6 +88,58 @@ def test_an_organisation_admin_may_give_a_reason_for_a_letter_or_not(
             select(AuditEntry).where(AuditEntry.tag.like("reset:%:requested")))}
     assert "reason" not in details["reset:pin:requested"]
     assert details["reset:password:requested"]["reason"] == "asked by phone"
+
+
+SPONSORED = {"given_name": "Nia", "family_name": "New", "work_email": "nia.new@example.org",
+             "role": Role.PRACTITIONER.value}
+
+
+def _sponsored(container: Container) -> list[dict[str, str]]:
+    """The audit detail of each application submitted, oldest first."""
+    with container.unit() as unit:
+        found = [e.detail or {} for e in unit.session.scalars(
+            select(AuditEntry).where(AuditEntry.tag == "vetting:application:submitted")
+            .order_by(AuditEntry.seq))]
+        # One entry an application: nothing stored without its entry, or the other way.
+        assert len(unit.session.scalars(select(Application.id)).all()) == len(found)
+        return found
+
+
+def test_a_platform_admin_sponsors_only_with_a_reason(
+    app: Flask, container: Container, clock: FrozenClock, world: World
+) -> None:
+    org = world.organisation()
+    platform = _platform_admin(world)
+    world.add_position(platform, org, Role.ORGANISATION_ADMIN)  # so the form offers it
+    browser = _browser(app, container, clock, platform)
+    form = text_of(browser.client.get("/applications/new"))
+    assert 'name="reason"' in form and "platform admins must give one" in form
+    for blank in ("", "   "):
+        refused = browser.submit("/applications/new",
+                                 {**SPONSORED, "organisation_id": str(org.id), "reason": blank})
+        page = text_of(refused)
+        assert refused.status_code == 200 and 'href="#reason"' in page, page[:3000]
+        assert "Enter the reason" in page
+        assert _sponsored(container) == []
+    made = browser.submit("/applications/new", {**SPONSORED, "organisation_id": str(org.id),
+                                                "reason": "the council's help desk asked"})
+    assert made.status_code == 302, text_of(made)[:3000]
+    assert _sponsored(container) == [{"role": "practitioner",
+                                      "reason": "the council's help desk asked"}]
+
+
+def test_an_organisation_admin_sponsors_with_or_without_a_reason(
+    app: Flask, container: Container, clock: FrozenClock, world: World
+) -> None:
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN, given_name="Ada")
+    browser = _browser(app, container, clock, admin)
+    chosen = {**SPONSORED, "organisation_id": str(org.id)}
+    assert browser.submit("/applications/new", chosen).status_code == 302
+    assert browser.submit("/applications/new", {**chosen, "reason": "starts Monday"}
+                          ).status_code == 302
+    assert _sponsored(container) == [{"role": "practitioner"},
+                                     {"role": "practitioner", "reason": "starts Monday"}]
 
 
 @dataclass
@@ -134,8 +191,7 @@ def test_a_platform_admin_gives_a_reason_for_every_token_act(
     org = world.organisation()
     staff = world.member(org, given_name="Priya")
     [token] = stock(world, org, ["PR001"])
-    platform = world.member(world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY),
-                            Role.PLATFORM_ADMIN, given_name="Pat")
+    platform = _platform_admin(world)
     browser = _browser(app, container, clock, platform)
     detail = f"/tokens/{token.id}"
     refused = browser.submit(f"{detail}/assign", {"username": staff.username}, page=detail)
@@ -215,8 +271,7 @@ def test_a_platform_admin_gives_a_reason_to_import_tokens_or_set_a_policy(
     from tokens.pskc import parse_pskc
 
     org = world.organisation()
-    platform = world.member(world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY),
-                            Role.PLATFORM_ADMIN, given_name="Pat")
+    platform = _platform_admin(world)
     packages = parse_pskc(build_pskc([Package(serial="WHY001")]), source="why.xml")
     with container.unit() as unit, pytest.raises(InvalidInput) as raised:
         unit.inventory.import_packages(world.principal(platform), org, packages,

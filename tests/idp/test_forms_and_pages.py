@@ -323,9 +323,14 @@ def test_the_public_list_is_exact(app: Flask) -> None:
     # and decisions, closure, unlock, the two reset letters), then the
     # child-record API (2), then an organisation's relying applications (4: list and
     # register, show, new secret, suspension) and its token inventory (4: list,
-    # assignment, loss, return) and its identity provider (3: show, accepted acr,
-    # removal): each walked above.
+    # assignment, loss, return) and its identity provider (3: show and add, accepted
+    # acr, removal): each walked above.
     assert len(api) == 31 and sorted(API_PUBLIC) == ["/api/v1/openapi.json"]
+    # Their operations: four of those rules read with GET and create with POST
+    # (applications, position requests, relying applications, identity provider).
+    operations = [(m, r.rule) for r in app.url_map.iter_rules() if r.rule.startswith(API_PATHS)
+                  for m in sorted((r.methods or set()) - {"HEAD", "OPTIONS"})]
+    assert len(operations) == 35
 
 
 def test_protocol_endpoints_without_csrf_ignore_the_session_cookie(

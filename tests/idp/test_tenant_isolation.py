@@ -459,6 +459,7 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
                     response = browser.client.open(path, method=method, data=data)
                 body = text_of(response)
                 walked.add(rule.endpoint)
+                walked.add(f"{method} {rule.endpoint}")  # rules that take two methods
                 if takes_id:
                     # Someone else's id: refused, unless anyone may read that page.
                     allowed = method == "GET" and rule.endpoint in READABLE_BY_ANYONE
@@ -567,6 +568,12 @@ def test_no_outsider_reaches_another_organisations_admin_pages_or_data(
         "api.identity_provider",
         "api.set_accepted_acr",
         "api.remove_identity_provider",
+        # The API's rules that read with GET and create with POST: each method tried.
+        "POST api.applications",
+        "POST api.position_requests",
+        "POST api.relying_applications",
+        "GET api.identity_provider",
+        "POST api.identity_provider",
     } <= walked
 
 

@@ -340,6 +340,61 @@ def test_sponsoring_needs_good_details(
     assert [p.field for p in error.value.problems] == [field]
 
 
+def _applications(container: Container) -> int:
+    with container.unit() as unit:
+        return len(unit.session.scalars(select(Application.id)).all())
+
+
+def _submitted(container: Container) -> list[dict[str, Any]]:
+    with container.unit() as unit:
+        return [e.detail or {} for e in unit.session.scalars(
+            select(AuditEntry).where(AuditEntry.tag == "vetting:application:submitted")
+            .order_by(AuditEntry.seq))]
+
+
+@pytest.mark.parametrize("reason", [None, "", "   ", "\t\n "])
+def test_a_platform_admin_must_say_why_they_sponsor(
+    container: Container, world: World, cast: Cast, reason: str | None
+) -> None:
+    """Issue 5: a platform admin may act anywhere, so each act carries their reason."""
+    platform = world.member(world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY),
+                            Role.PLATFORM_ADMIN, given_name="Pat")
+    with pytest.raises(InvalidInput) as error:
+        apply(container, world, platform, cast.org, reason=reason)
+    assert [p.field for p in error.value.problems] == ["reason"]
+    assert _applications(container) == 0 and _submitted(container) == []
+    app_id = apply(container, world, platform, cast.org, reason="  the council's request 42 ")
+    assert application(container, app_id).sponsor_id == platform.person.id
+    assert _submitted(container) == [{"role": "practitioner",
+                                      "reason": "the council's request 42"}]
+
+
+def test_a_platform_admins_missing_reason_is_named_with_the_other_problems(
+    container: Container, world: World, cast: Cast
+) -> None:
+    platform = world.member(world.organisation("Platform"), Role.PLATFORM_ADMIN)
+    with pytest.raises(InvalidInput) as error:
+        apply(container, world, platform, cast.org, given_name=" ", reason=" ")
+    assert [p.field for p in error.value.problems] == ["given_name", "reason"]
+    assert _applications(container) == 0
+
+
+def test_an_organisation_admin_may_sponsor_with_or_without_a_reason(
+    container: Container, world: World, cast: Cast
+) -> None:
+    apply(container, world, cast.sponsor, cast.org)
+    apply(container, world, cast.sponsor, cast.org, reason="   ")  # blank: none given
+    apply(container, world, cast.sponsor, cast.org, reason=" new starter in May ")
+    assert _submitted(container) == [
+        {"role": "practitioner"}, {"role": "practitioner"},
+        {"role": "practitioner", "reason": "new starter in May"}]
+    # What an admin does give is checked as a platform admin's is.
+    with pytest.raises(InvalidInput) as error:
+        apply(container, world, cast.sponsor, cast.org, reason="x" * 301)
+    assert [p.field for p in error.value.problems] == ["reason"]
+    assert _applications(container) == 3
+
+
 # -- who may record checks ------------------------------------------------------------------
 
 

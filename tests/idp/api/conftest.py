@@ -34,6 +34,11 @@ class Cast:
     def machine_token(self, app: Flask, **extra: str) -> str:
         return client_token(app, self.machine, **extra)
 
+    def area_school(self) -> Organisation:
+        """A school whose registration authority is `org`: in its team's area."""
+        return self.world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
+                                       registration_authority=self.org)
+
 
 @pytest.fixture
 def cast(world: World) -> Cast:

@@ -87,6 +87,17 @@ def test_the_document_is_public_openapi_3_1_and_names_every_route(app: Flask) ->
             assert method.upper() in (rule.methods or set()), (path, method)
             if path != "/openapi.json":
                 assert {"401", "403", "503"} <= set(op["responses"])
+    # And the other way: every method a route answers is documented.
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith("/api/v1"):
+            path = rule.rule.removeprefix("/api/v1").replace(
+                "<int(min=1, max=2147483647):", "{").replace("<", "{").replace(">", "}")
+            assert {m.lower() for m in (rule.methods or set()) - {"HEAD", "OPTIONS"}} == set(
+                doc["paths"][path]), path
+    # Every operation's tag is one the document declares.
+    declared = {t["name"] for t in doc["tags"]}
+    used = {tag for item in doc["paths"].values() for op in item.values() for tag in op["tags"]}
+    assert used == declared, (used - declared, declared - used)
 
 
 def test_an_admin_lists_and_searches_their_people_a_page_at_a_time(

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from core.audit import AuditEntry
 from core.clock import FrozenClock
-from directory.models import OrganisationKind, PersonStatus, PositionRequest, Role
+from directory.models import PersonStatus, PositionRequest, Role
 from idp.container import Container
 from tests.factories import Member
 from tests.idp.api.conftest import Cast
@@ -85,6 +85,25 @@ def test_a_reason_is_required_and_bodies_are_checked_field_by_field(
     assert _locked(container, staff) and _counts(container)[0] == 0
 
 
+def test_a_platform_admin_sponsors_only_with_a_reason(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    token = cast.token(app, container, clock, cast.platform)
+    path = f"/api/v1/organisations/{cast.org.id}/applications"
+    for body in (SPONSOR, {**SPONSOR, "reason": None}, {**SPONSOR, "reason": "   "},
+                 {**SPONSOR, "reason": "\u00a0\t"}):
+        problem = _problem(_post(app, path, token, body), 400, "invalid_input")
+        assert [e["field"] for e in problem["errors"]] == ["reason"], body
+        assert _counts(container)[0] == 0
+    made = _post(app, path, token, {**SPONSOR, "reason": "the council's request 42"})
+    assert made.status_code == 201, made.get_data(as_text=True)
+    assert made.get_json()["sponsor_id"] == cast.platform.person.id
+    [entry] = [e for e in _trail(app, token, cast.org.id)
+               if e["tag"] == "vetting:application:submitted"]
+    assert entry["detail"] == {"role": "practitioner", "reason": "the council's request 42"}
+    assert _counts(container)[0] == 1
+
+
 def test_an_admin_sponsors_unlocks_and_sends_letters_and_the_trail_shows_it(
     app: Flask, container: Container, clock: FrozenClock, cast: Cast
 ) -> None:
@@ -116,6 +135,8 @@ def test_an_admin_sponsors_unlocks_and_sends_letters_and_the_trail_shows_it(
     tags = {e["tag"]: e for e in _trail(app, token, cast.org.id)}
     assert {"vetting:application:submitted", "signin:unlocked", "reset:pin:requested",
             "reset:password:requested"} <= set(tags)
+    # An organisation's own admin owes no reason for sponsoring.
+    assert tags["vetting:application:submitted"]["detail"] == {"role": "practitioner"}
     assert tags["signin:unlocked"]["detail"]["reason"] == "rang the desk"
     assert tags["reset:pin:requested"]["detail"]["reason"] == "forgot it"
 
@@ -186,8 +207,7 @@ def test_a_local_authority_team_acts_in_its_area_over_the_api(
     app: Flask, container: Container, clock: FrozenClock, cast: Cast
 ) -> None:
     world = cast.world
-    school = world.organisation("Northshire Primary", OrganisationKind.SCHOOL,
-                                registration_authority=cast.org)
+    school = cast.area_school()
     teacher = world.member(school, given_name="Tom", family_name="Teacher")
     team = world.member(cast.org, Role.LOCAL_AUTHORITY_TEAM, given_name="Lara")
     token = cast.token(app, container, clock, team)

@@ -1,25 +1,29 @@
 """The API's operations on an organisation's relying applications (list, show,
 register with the secret shown once, a new secret, suspension) and on its
 hardware token inventory (list, assign, lost, returned) and on its own identity
-provider (show, accepted acr, removal). Refusals first
+provider (add, show, accepted acr, removal). Refusals first
 (another organisation's admin, a practitioner, an application's own token where
 a person must act, a missing reason), then what an administrator can do."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from flask import Flask
+from joserfc.jwk import ECKey
 from sqlalchemy import func, select
 
 from core.audit import AuditEntry
 from core.clock import FrozenClock
+from directory.models import OrganisationKind, Role
 from idp.container import Container
 from idp.federation.service import NewProvider
 from idp.oidc.models import ClientStatus, OAuthClient
 from tests.idp.api.conftest import Cast
 from tests.idp.api.test_api import _get, _post, _problem
 from tests.idp.api.tokens import App, basic
+from tests.idp.test_logs import captured  # noqa: F401  (a fixture)
 from tests.idp.test_token_pages import stock
 from tokens.models import OtpToken, TokenState
 
@@ -327,3 +331,143 @@ def test_a_platform_admin_owes_a_reason_for_registering_and_new_secrets(
             .order_by(AuditEntry.seq))]
     assert ("council's request 42" in [r for _t, r in reasons]
             and "leaked in a ticket" in [r for _t, r in reasons]), reasons
+
+
+# -- adding the organisation's identity provider -------------------------------------------
+
+UPSTREAM_SECRET = "api-typed-secret-Zr4wT8kq2Nv"
+PROVIDER = {"issuer": "https://login.northshire.example.org", "client_id": "contactpoint",
+            "client_secret": UPSTREAM_SECRET, "username_claim": "preferred_username"}
+
+
+def _added(container: Container) -> list[dict[str, Any]]:
+    with container.unit() as unit:
+        return [e.detail or {} for e in unit.session.scalars(
+            select(AuditEntry).where(AuditEntry.tag == "federation:provider:added")
+            .order_by(AuditEntry.seq))]
+
+
+def test_outsiders_machines_and_strangers_add_no_identity_provider(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    base = f"/api/v1/organisations/{cast.org.id}/identity-provider"
+    for who in (cast.other_admin, cast.practitioner):
+        token = cast.token(app, container, clock, who)
+        _problem(_post(app, base, token, PROVIDER), 403, "not_allowed")
+    # Nor with no token, and an application's own token may not change how people sign in.
+    anonymous = _problem(_post(app, base, None, PROVIDER), 401)
+    assert UPSTREAM_SECRET not in str(anonymous)
+    _problem(_post(app, base, cast.machine_token(app), PROVIDER), 403, "not_allowed")
+    assert _issuer(container, cast.org.id) is None and _added(container) == []
+
+
+def test_an_admin_adds_the_provider_and_never_sees_its_secret_again(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast,
+    captured: io.StringIO,  # noqa: F811
+) -> None:
+    token = cast.token(app, container, clock, cast.admin)
+    base = f"/api/v1/organisations/{cast.org.id}/identity-provider"
+    answer = _post(app, base, token, {**PROVIDER, "accepted_acr": ["urn:loa:high"]})
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    made = answer.get_json()
+    assert made["issuer"] == PROVIDER["issuer"] and made["auth_method"] == "client_secret_basic"
+    assert made["accepted_acr"] == ["urn:loa:high"]
+    assert made["redirect_uri"].endswith("/sign-in/organisation/callback")
+    assert "client_secret" not in made and UPSTREAM_SECRET not in answer.get_data(as_text=True)
+    shown = _get(app, base, token)
+    assert shown.status_code == 200 and shown.get_json() == made
+    assert UPSTREAM_SECRET not in shown.get_data(as_text=True)
+    with container.unit() as unit:
+        found = unit.federation.provider_of(cast.org.id)
+        assert found is not None and UPSTREAM_SECRET not in found.credential_ciphertext
+        assert unit.federation.credential(found).secret == UPSTREAM_SECRET
+        [entry] = unit.session.scalars(select(AuditEntry).where(
+            AuditEntry.tag == "federation:provider:added")).all()
+        assert entry.actor_id == cast.admin.person.id and entry.organisation_id == cast.org.id
+        assert "reason" not in entry.detail  # an organisation's own admin owes none
+        assert UPSTREAM_SECRET not in str(entry.detail)
+    # One provider an organisation: a second is refused and the first stays.
+    again = _post(app, base, token, {**PROVIDER, "issuer": "https://other.example.org"})
+    _problem(again, 409)
+    assert UPSTREAM_SECRET not in again.get_data(as_text=True)
+    assert _issuer(container, cast.org.id) == PROVIDER["issuer"]
+    assert len(_added(container)) == 1
+    assert UPSTREAM_SECRET not in captured.getvalue()
+
+
+def test_a_private_key_is_taken_in_place_of_a_secret_and_not_shown(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    token = cast.token(app, container, clock, cast.admin)
+    pem = ECKey.generate_key("P-256").as_pem(private=True).decode()
+    body = {**PROVIDER, "client_secret": None, "private_key": pem + "\n"}
+    answer = _post(app, f"/api/v1/organisations/{cast.org.id}/identity-provider", token, body)
+    assert answer.status_code == 201, answer.get_data(as_text=True)
+    assert answer.get_json()["auth_method"] == "private_key_jwt"
+    assert "PRIVATE KEY" not in answer.get_data(as_text=True)
+    with container.unit() as unit:
+        found = unit.federation.provider_of(cast.org.id)
+        assert found is not None and "PRIVATE KEY" not in found.credential_ciphertext
+        assert unit.federation.credential(found).secret == pem.strip()
+
+
+def test_adding_a_provider_is_checked_field_by_field_and_stores_nothing(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    token = cast.token(app, container, clock, cast.admin)
+    base = f"/api/v1/organisations/{cast.org.id}/identity-provider"
+    pem = ECKey.generate_key("P-256").as_pem(private=True).decode()
+    for changes, field in (
+        ({"issuer": "http://login.northshire.example.org"}, "issuer"),
+        ({"issuer": "not a url"}, "issuer"),
+        ({"issuer": None}, "issuer"),
+        ({"client_id": "  "}, "client_id"),
+        ({"username_claim": ""}, "username_claim"),
+        ({"client_secret": None}, "client_secret"),  # neither
+        ({"private_key": pem}, "client_secret"),  # both
+        ({"client_secret": None, "private_key": "not a key at all"}, "private_key"),
+        ({"client_secret": "x" * 501}, "client_secret"),
+        ({"accepted_acr": "urn:loa:high"}, "accepted_acr"),
+    ):
+        answer = _post(app, base, token, {**PROVIDER, **changes})
+        problem = _problem(answer, 400, "invalid_input")
+        assert [e["field"] for e in problem["errors"]] == [field], (changes, problem)
+        assert UPSTREAM_SECRET not in answer.get_data(as_text=True)
+        assert "not a key" not in answer.get_data(as_text=True)
+    _problem(_post(app, base, token, ["not", "an", "object"]), 400, "invalid_input")
+    assert _issuer(container, cast.org.id) is None and _added(container) == []
+
+
+def test_a_platform_admin_adds_a_provider_only_with_a_reason(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    token = cast.token(app, container, clock, cast.platform)
+    base = f"/api/v1/organisations/{cast.org.id}/identity-provider"
+    for body in (PROVIDER, {**PROVIDER, "reason": None}):
+        problem = _problem(_post(app, base, token, body), 400, "invalid_input")
+        assert [e["field"] for e in problem["errors"]] == ["reason"]
+    problem = _problem(_post(app, base, token, {**PROVIDER, "reason": "  "}), 400)
+    assert [e["field"] for e in problem["errors"]] == ["reason"]
+    assert _issuer(container, cast.org.id) is None and _added(container) == []
+    # A mistyped organisation is not found, rather than a database error.
+    _problem(_post(app, "/api/v1/organisations/999999/identity-provider", token,
+                   {**PROVIDER, "reason": "council's request"}), 404)
+    made = _post(app, base, token, {**PROVIDER, "reason": "council's request 17"})
+    assert made.status_code == 201, made.get_data(as_text=True)
+    assert [d["reason"] for d in _added(container)] == ["council's request 17"]
+
+
+def test_the_areas_team_adds_a_schools_provider_and_another_areas_cannot(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    world = cast.world
+    school = cast.area_school()
+    far = world.organisation("Southshire Academy", OrganisationKind.SCHOOL)
+    team = cast.token(app, container, clock,
+                      world.member(cast.org, Role.LOCAL_AUTHORITY_TEAM, given_name="Lara"))
+    _problem(_post(app, f"/api/v1/organisations/{far.id}/identity-provider", team, PROVIDER),
+             403)
+    assert _post(app, f"/api/v1/organisations/{school.id}/identity-provider", team,
+                 PROVIDER).status_code == 201
+    assert _issuer(container, school.id) == PROVIDER["issuer"]
+    assert _issuer(container, far.id) is None

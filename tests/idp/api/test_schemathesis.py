@@ -32,7 +32,8 @@ EXAMPLES = 12
 # only from a platform admin): a well-formed request may still be refused there
 # with a 400, which must then name one of these fields, and no other.
 BEYOND_THE_SCHEMA = {
-    "POST /organisations/{organisation_id}/applications": {"work_email", "role"},
+    # A reason is owed by platform admins only.
+    "POST /organisations/{organisation_id}/applications": {"work_email", "role", "reason"},
     "POST /organisations/{organisation_id}/position-requests": {"username", "role"},
     # The registry's own rules: https redirects, a code flow's redirect, a JWK set's keys.
     "POST /organisations/{organisation_id}/relying-applications": {
@@ -41,6 +42,10 @@ BEYOND_THE_SCHEMA = {
     # A reason is owed by platform admins only.
     "POST /relying-applications/{client_id}/secret": {"reason"},
     "POST /organisations/{organisation_id}/identity-provider/accepted-acr": {"reason"},
+    # The provider service's own rules: an https issuer, exactly one of a secret and a
+    # key (named on client_secret), a key that parses; a platform admin's reason.
+    "POST /organisations/{organisation_id}/identity-provider": {
+        "issuer", "client_secret", "private_key", "reason"},
     # A token's reason is owed by platform admins only; its holder must exist.
     "POST /tokens/{token_id}/assignment": {"username", "reason"},
     "POST /tokens/{token_id}/loss": {"reason"},

@@ -220,3 +220,32 @@ def test_a_platform_admin_gives_a_reason_to_register_rotate_or_mark_first_party(
     assert reasons == {"oidc:client:registered": "council asked",
                        "oidc:client:secret_rotated": "secret in a log",
                        "oidc:client:first_party": "our own portal"}
+
+
+def test_a_blank_reason_approves_or_suspends_nothing(
+    container: Container, world: World, browser: Browser, another_browser: Browser
+) -> None:
+    """Spaces pass the form's own check; the registry's shared rule refuses them,
+    and the page names the field rather than failing."""
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN)
+    platform = world.member(world.organisation("Platform"), Role.PLATFORM_ADMIN)
+    with container.unit() as unit:
+        client, _ = unit.clients.register(world.principal(admin), Registration(
+            organisation_id=org.id, name="Records", redirect_uris=["https://r.example/cb"]))
+        unit.commit()
+        client_id = client.client_id
+    detail = f"/relying-applications/{client_id}"
+    assert browser.sign_in(platform, container).status_code == 302
+    refused = browser.submit(f"{detail}/approve", {"reason": "   "})
+    assert refused.status_code == 400 and 'href="#reason"' in text_of(refused)
+    assert "Enter the reason" in text_of(refused)
+    assert _client(container).status is ClientStatus.PENDING  # type: ignore[union-attr]
+    assert browser.submit(f"{detail}/approve", {"reason": "DPIA done"}).status_code == 302
+    assert another_browser.sign_in(admin, container).status_code == 302
+    refused = another_browser.submit(f"{detail}/suspend", {"reason": " \t "})
+    assert refused.status_code == 400 and "Enter the reason" in text_of(refused)
+    assert _client(container).status is ClientStatus.APPROVED  # type: ignore[union-attr]
+    assert another_browser.submit(f"{detail}/suspend", {"reason": "contract ended"}
+                                  ).status_code == 302
+    assert _client(container).status is ClientStatus.SUSPENDED  # type: ignore[union-attr]

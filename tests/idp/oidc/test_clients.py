@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
+from core.audit import AuditEntry
 from core.errors import Conflict, InvalidInput, NotAllowed
 from core.settings import Settings
 from directory.models import Role
@@ -54,6 +56,38 @@ def test_approval_is_for_a_platform_admin_who_did_not_register_it(world: World) 
     assert own.status is ClientStatus.APPROVED
     with pytest.raises(Conflict):
         clients.approve(other_platform, own.client_id, "again")
+
+
+def _entries(world: World, tag: str) -> list[dict[str, object]]:
+    return [e.detail or {} for e in world.unit.session.scalars(
+        select(AuditEntry).where(AuditEntry.tag == tag).order_by(AuditEntry.seq))]
+
+
+@pytest.mark.parametrize("reason", ["", "   ", "\t\n", "x" * 301])
+def test_approving_and_suspending_take_their_reason_by_the_shared_rule(
+    world: World, reason: str
+) -> None:
+    """Both always carry a reason (`directory.accreditation.given_reason`): blank
+    or too long is refused, by field, before anything changes."""
+    org = world.organisation()
+    admin = world.principal(world.member(org, Role.ORGANISATION_ADMIN))
+    platform = world.principal(world.member(world.organisation("Platform"),
+                                            Role.PLATFORM_ADMIN))
+    clients = world.unit.clients
+    client, _secret = clients.register(admin, _reg(org.id))
+    with pytest.raises(InvalidInput) as refused:
+        clients.approve(platform, client.client_id, reason)
+    assert [p.field for p in refused.value.problems] == ["reason"]
+    assert client.status is ClientStatus.PENDING and client.approved_by_id is None
+    clients.approve(platform, client.client_id, "  DPIA   done ")
+    with pytest.raises(InvalidInput) as refused:
+        clients.suspend(admin, client.client_id, reason)
+    assert [p.field for p in refused.value.problems] == ["reason"]
+    assert client.status is ClientStatus.APPROVED
+    clients.suspend(admin, client.client_id, "contract ended")
+    assert client.status is ClientStatus.SUSPENDED
+    assert _entries(world, "oidc:client:approved") == [{"reason": "DPIA done"}]
+    assert _entries(world, "oidc:client:suspended") == [{"reason": "contract ended"}]
 
 
 @pytest.mark.parametrize(("values", "field"), [
@@ -114,6 +148,9 @@ def test_the_cli_adds_approves_lists_and_rotates(
     assert added.exit_code == 0, added.output
     client_id = added.output.split("client_id: ")[1].split()[0]
     assert "client_secret: " in added.output
+    unexplained = runner.invoke(main, ["clients", "approve", client_id, "--reason", "  "])
+    assert unexplained.exit_code != 0
+    assert unexplained.output.strip() == "Error: reason: Enter the reason"
     approved = runner.invoke(main, ["clients", "approve", client_id, "--reason", "DPIA done"])
     assert approved.exit_code == 0, approved.output
     listed = runner.invoke(main, ["clients", "list"])
@@ -124,6 +161,12 @@ def test_the_cli_adds_approves_lists_and_rotates(
     rotated = runner.invoke(main, ["clients", "rotate-secret", client_id,
                                    "--reason", "secret seen in a log"])
     assert rotated.exit_code == 0 and "client_secret: " in rotated.output
+    unexplained = runner.invoke(main, ["clients", "suspend", client_id])
+    assert unexplained.output.strip() == "Error: reason: Enter the reason"
+    assert "suspended" not in runner.invoke(main, ["clients", "list"]).output
+    suspended = runner.invoke(main, ["clients", "suspend", client_id, "--reason", "leaked"])
+    assert suspended.exit_code == 0 and "suspended" in runner.invoke(
+        main, ["clients", "list"]).output
     bad = runner.invoke(main, ["clients", "add", "--org", org.code, "--name", "Bad",
                                "--redirect-uri", "http://rp.example.org/cb", "--reason", "x"])
     assert bad.exit_code != 0
