@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime
+from directory.services_models import ServiceKind
 
 
 def _enum(cls: type[enum.Enum], name: str) -> Enum:
@@ -64,6 +65,24 @@ class InvolvementRole(enum.StrEnum):
     EDUCATIONAL_SETTING = "educational_setting"
     GP_PRACTICE = "gp_practice"
     SERVICE = "service"
+
+    def admits(self, kind: ServiceKind) -> bool:
+        """Whether a service of this kind can be this to a child. The record's
+        educational setting and GP practice are fields of their own, searched
+        as such: a clinic recorded as a child's GP would find the child for
+        anyone searching by that clinic as GP, and a school recorded as "a
+        service" would hide the child from a search by school."""
+        settings = _SETTING_KINDS.get(self)
+        if settings is not None:
+            return kind in settings
+        return not any(kind in kinds for kinds in _SETTING_KINDS.values())
+
+
+_SETTING_KINDS = {
+    InvolvementRole.EDUCATIONAL_SETTING: frozenset(
+        {ServiceKind.SCHOOL, ServiceKind.EARLY_YEARS_SETTING, ServiceKind.FURTHER_EDUCATION}),
+    InvolvementRole.GP_PRACTICE: frozenset({ServiceKind.GP_PRACTICE}),
+}
 
 
 class SensitiveBasis(enum.StrEnum):

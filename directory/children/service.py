@@ -723,6 +723,11 @@ class ChildrenService:
             self._refuse("children:involvement", principal,
                          {"why": "not the service's organisation", "service": service_id})
             raise NotAllowed()
+        if not role.admits(service.kind):
+            raise InvalidInput(FieldProblem(
+                "role", f"a {service.kind.value.replace('_', ' ')} cannot be the child's "
+                f"{role.value.replace('_', ' ')}",
+            ))
         sensitive = service.kind.sensitive
         if sensitive and sensitive_basis is None:
             raise InvalidInput(FieldProblem(

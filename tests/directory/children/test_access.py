@@ -6,12 +6,12 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from core.audit import AuditEntry, verify_chain
 from core.errors import InvalidInput, NotAllowed
 from directory.children.errors import NoChildAccess, UnknownChild
-from directory.children.models import Child
+from directory.children.models import Child, ChildInvolvement, InvolvementRole, SensitiveBasis
 from directory.children.service import ChildQuery, Reason
 from directory.models import PersonStatus, Position, Role
 from tests.directory.children.conftest import REASON, Kids, row
@@ -258,3 +258,42 @@ def test_involvement_only_by_the_service_organisation_or_the_team(kids: Kids) ->
     child = kids.child("Hartley")
     with kids.container.unit() as unit, pytest.raises(NotAllowed):
         unit.children.record_involvement(kids.p(kids.constable), child.public_id, kids.gp.id)
+
+
+@pytest.mark.parametrize(("service", "role"), [
+    ("sexual_health", InvolvementRole.GP_PRACTICE),
+    ("gp", InvolvementRole.EDUCATIONAL_SETTING),
+    ("gp", InvolvementRole.SERVICE),
+])
+def test_a_service_is_recorded_only_as_what_its_kind_can_be(
+    kids: Kids, service: str, role: InvolvementRole,
+) -> None:
+    """A clinic recorded as a child's GP would find the child for anyone
+    searching by that clinic as GP; a GP recorded as a mere service would hide
+    the child from a search by GP. Refused, naming the field, and nothing kept."""
+    kids.load([row()])
+    child = kids.child("Hartley")
+    chosen = getattr(kids, service)
+    with kids.container.unit() as unit:
+        before = unit.session.scalar(select(func.count()).select_from(ChildInvolvement))
+        with pytest.raises(InvalidInput) as refused:
+            unit.children.record_involvement(
+                kids.p(kids.nurse), child.public_id, chosen.id, role=role,
+                sensitive_basis=SensitiveBasis.CONSENT)
+        assert [p.field for p in refused.value.problems] == ["role"]
+        unit.session.rollback()
+        assert unit.session.scalar(
+            select(func.count()).select_from(ChildInvolvement)) == before
+
+
+def test_a_service_recorded_as_what_its_kind_is_found_by_it(kids: Kids) -> None:
+    kids.load([row()])
+    child = kids.child("Hartley")
+    by_gp = ChildQuery(surname="Hartley", gp_service_id=kids.gp.id)
+    with kids.container.unit() as unit:
+        assert unit.children.search(kids.p(kids.practitioner), REASON, by_gp).total == 0
+        unit.children.record_involvement(
+            kids.p(kids.nurse), child.public_id, kids.gp.id, role=InvolvementRole.GP_PRACTICE)
+        unit.commit()
+    with kids.container.unit() as unit:
+        assert unit.children.search(kids.p(kids.practitioner), REASON, by_gp).total == 1
