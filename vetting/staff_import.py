@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from core.audit import Auditor
 from core.clock import Clock
 from core.errors import Conflict, NotAllowed
+from directory.accreditation import reason_detail
 from directory.ldap_import import FoundPerson, ImportSource, ReadStats, read_people
 from directory.models import Person, Role
 from directory.service import DirectoryService, Principal
@@ -149,11 +150,15 @@ class StaffImport:
         )
         return list(self.session.scalars(stmt))
 
-    def confirm(self, actor: Principal, application_id: int) -> Application:
+    def confirm(
+        self, actor: Principal, application_id: int, reason: str | None = None
+    ) -> Application:
         """The sponsor vouches for a proposed colleague: it becomes a submitted
         application with them as sponsor. Only an organisation admin of that
         organisation may (a platform admin is no sponsor: they do not know the
-        organisation's staff)."""
+        organisation's staff). One who is a platform admin as well owes the
+        reason every platform admin's act carries (issue 5), as when sponsoring;
+        it is checked before the proposal changes, and kept in the audit entry."""
         app = self.session.get(Application, application_id)
         if app is None or not (
             actor.has_role(Role.ORGANISATION_ADMIN, app.organisation_id) or actor.is_platform_admin
@@ -163,6 +168,7 @@ class StaffImport:
             raise NotAllowed("Only a sponsor of the organisation can confirm a proposal")
         if app.state is not ApplicationState.PROPOSED:
             raise NotAProposal()
+        why = reason_detail(actor, reason)
         app.state = ApplicationState.SUBMITTED
         app.sponsor_id = actor.person_id
         app.submitted_at = self.clock.now()
@@ -171,7 +177,7 @@ class StaffImport:
             subject_type="application",
             subject_id=app.id,
             organisation_id=app.organisation_id,
-            detail={"role": app.role.value, "source": app.source_ref},
+            detail={"role": app.role.value, "source": app.source_ref, **why},
         )
         self.session.commit()
         return app

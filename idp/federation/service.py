@@ -94,6 +94,12 @@ def four_factor(amr: list[str]) -> bool:
     )
 
 
+def _already_has_one() -> Conflict:
+    """One provider an organisation (a unique column): refused alike whether the
+    first was there before the check or arrived while this one was being added."""
+    return Conflict("this organisation already has a provider; remove it first")
+
+
 @dataclass
 class FederationService:
     session: Session
@@ -154,11 +160,8 @@ class FederationService:
                 problems.append(FieldProblem("private_key", "not an RSA or EC private key"))
         if problems:
             raise InvalidInput(problems)
-        existing = self.session.scalar(
-            select(UpstreamProvider).where(UpstreamProvider.organisation_id == new.organisation_id)
-        )
-        if existing is not None:
-            raise Conflict("this organisation already has a provider; remove it first")
+        if self.provider_of(new.organisation_id) is not None:
+            raise _already_has_one()
         method = "private_key_jwt" if new.private_key_pem is not None else "client_secret_basic"
         provider = UpstreamProvider(
             organisation_id=new.organisation_id,
@@ -171,7 +174,15 @@ class FederationService:
             created_at=self.clock.now(),
         )
         self.session.add(provider)
-        self.session.flush()
+        try:
+            self.session.flush()
+        except IntegrityError:
+            # Another admin's provider for the organisation landed after the check
+            # above: the same answer as if it had been there, not a database error.
+            # The whole unit is rolled back, as `link` does: no SAVEPOINT, which
+            # pysqlite opens as the transaction itself, so releasing it commits.
+            self.session.rollback()
+            raise _already_has_one() from None
         secret = new.private_key_pem if new.private_key_pem is not None else new.client_secret
         assert secret is not None
         provider.credential_ciphertext = self.cipher.encrypt_text(

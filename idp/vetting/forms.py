@@ -58,6 +58,14 @@ class SponsorForm(FlaskForm):  # type: ignore[misc]
     submit = SubmitField("Submit application", widget=GovSubmitInput())
 
 
+class ConfirmProposalForm(FlaskForm):  # type: ignore[misc]
+    """A sponsor's word for a colleague found in the organisation's own directory.
+    Not prefixed: it is the detail page's only form with a reason."""
+
+    reason = optional_reason()
+    submit = SubmitField("Confirm and send for vetting", widget=GovSubmitInput())
+
+
 class IdentityForm(FlaskForm):  # type: ignore[misc]
     confidence = SelectField(
         "GPG45 level of confidence reached",

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, url_for
-from flask_wtf import FlaskForm
 from werkzeug.wrappers import Response
 
 from core.errors import InvalidInput
@@ -15,6 +14,7 @@ from idp.forms import attach_problems
 from idp.vetting.forms import (
     AgreementForm,
     CertificateForm,
+    ConfirmProposalForm,
     DecisionForm,
     IdentityForm,
     RenewalForm,
@@ -85,6 +85,7 @@ def _forms(**bound: Any) -> dict[str, Any]:
         "training_form": TrainingForm(prefix="training", formdata=None),
         "agreement_form": AgreementForm(prefix="agreement", formdata=None),
         "decision_form": DecisionForm(prefix="decision", formdata=None),
+        "confirm_form": ConfirmProposalForm(formdata=None),
     }
     forms.update(bound)
     return forms
@@ -167,15 +168,16 @@ def _record(application_id: int, name: str, form: Any, action: Any) -> Response 
 
 @blueprint.post("/<int:application_id>/confirm")
 @web.login_required
-def confirm(application_id: int) -> Response:
+def confirm(application_id: int) -> Response | tuple[str, int]:
     """The sponsor vouches for a colleague found in the organisation's own
-    directory: the proposal becomes an application, with them as sponsor."""
-    web.unit().vetting.application_for(web.principal(), application_id)
-    form = FlaskForm()
-    if form.validate_on_submit():
-        app = web.unit().staff_import.confirm(web.principal(), application_id)
-        flash(f"Application {app.id} for {app.applicant_name} is submitted for vetting")
-    return redirect(url_for("vetting.detail", application_id=application_id))
+    directory: the proposal becomes an application, with them as sponsor. A
+    blank reason from a platform admin is named on the page, and nothing changes."""
+    def act(form: ConfirmProposalForm) -> str:
+        app = web.unit().staff_import.confirm(web.principal(), application_id,
+                                              form.reason.data)
+        return f"Application {app.id} for {app.applicant_name} is submitted for vetting"
+
+    return _record(application_id, "confirm_form", ConfirmProposalForm(), act)
 
 
 @blueprint.post("/<int:application_id>/identity")

@@ -19,6 +19,7 @@ from tests.factories import Member, World
 from tests.idp.conftest import Browser, text_of
 from tests.idp.test_token_pages import state_of, stock
 from tests.tokens.test_signin import set_lock
+from tests.vetting.test_staff_import import confirmed, left_as_proposed, proposal
 from tokens.attempts import guard_for
 from tokens.models import TokenState
 from tokens.policy import Factor
@@ -140,6 +141,45 @@ def test_an_organisation_admin_sponsors_with_or_without_a_reason(
                           ).status_code == 302
     assert _sponsored(container) == [{"role": "practitioner"},
                                      {"role": "practitioner", "reason": "starts Monday"}]
+
+
+def test_a_platform_admin_confirms_a_proposal_only_with_a_reason(
+    app: Flask, container: Container, clock: FrozenClock, world: World
+) -> None:
+    org = world.organisation()
+    platform = _platform_admin(world)
+    world.add_position(platform, org, Role.ORGANISATION_ADMIN)  # a platform admin alone may not
+    application_id = proposal(world, org)
+    browser = _browser(app, container, clock, platform)
+    page = f"/applications/{application_id}"
+    shown = text_of(browser.client.get(page))
+    assert 'name="reason"' in shown and "platform admins must give one" in shown
+    for blank in ("", "   "):
+        refused = browser.submit(f"{page}/confirm", {"reason": blank}, page=page)
+        body = text_of(refused)
+        assert refused.status_code == 400 and 'href="#reason"' in body, body[:3000]
+        assert "Enter the reason" in body and "Confirm and send for vetting" in body
+        assert left_as_proposed(container, application_id) and confirmed(container) == []
+    made = browser.submit(f"{page}/confirm", {"reason": "the council's help desk asked"},
+                          page=page)
+    assert made.status_code == 302 and made.headers["Location"] == page
+    assert confirmed(container) == [{"role": "practitioner", "source": "ldap:dana-0f3c7a2e",
+                                     "reason": "the council's help desk asked"}]
+
+
+def test_an_organisation_admin_confirms_a_proposal_with_or_without_a_reason(
+    app: Flask, container: Container, clock: FrozenClock, world: World
+) -> None:
+    org = world.organisation()
+    admin = world.member(org, Role.ORGANISATION_ADMIN, given_name="Ada")
+    without, given = proposal(world, org, "Dana"), proposal(world, org, "Eli")
+    browser = _browser(app, container, clock, admin)
+    for application_id, reason in ((without, ""), (given, "starts Monday")):
+        page = f"/applications/{application_id}"
+        assert browser.submit(f"{page}/confirm", {"reason": reason}, page=page
+                              ).status_code == 302
+        assert not left_as_proposed(container, application_id)
+    assert [d.get("reason") for d in confirmed(container)] == [None, "starts Monday"]
 
 
 @dataclass

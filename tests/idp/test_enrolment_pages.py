@@ -26,6 +26,7 @@ from tests.idp.conftest import (
     text_of,
     totp_secret_on,
 )
+from tests.vetting.test_staff_import import proposal
 from tokens.errors import ActivationFailed
 from vetting.models import Application, ApplicationState, IdentityCheck
 
@@ -417,31 +418,12 @@ def test_a_newcomer_given_a_hardware_token_is_asked_for_its_code_not_shown_an_ap
     assert "QR code to add your token" not in page.get_data(as_text=True)
 
 
-def _proposal(world: World, org: Organisation) -> int:
-    """A colleague found in the organisation's own directory, as import-staff leaves it."""
-    proposed = Application(
-        organisation_id=org.id,
-        sponsor_id=None,
-        founding=False,
-        role=Role.PRACTITIONER,
-        given_name="Dana",
-        family_name="Directory",
-        work_email="dana.directory@example.org",
-        state=ApplicationState.PROPOSED,
-        submitted_at=world.container.clock.now(),
-        source_ref="ldap:0f3c7a2e",
-    )
-    world.unit.session.add(proposed)
-    world.unit.commit()
-    return proposed.id
-
-
 def test_a_sponsor_confirms_a_colleague_found_in_the_organisations_directory(
     app: Flask, container: Container, world: World
 ) -> None:
     org = world.organisation()
     admin = world.member(org, Role.ORGANISATION_ADMIN)
-    application_id = _proposal(world, org)
+    application_id = proposal(world, org)
     browser = _browser(app, admin, container)
     page = browser.client.get(f"/applications/{application_id}")
     assert "Confirm and send for vetting" in text_of(page)
@@ -460,7 +442,7 @@ def test_nobody_but_the_organisations_sponsor_confirms_a_proposal(
     who: str, app: Flask, container: Container, world: World
 ) -> None:
     org = world.organisation()
-    application_id = _proposal(world, org)
+    application_id = proposal(world, org)
     elsewhere = world.organisation("Southshire Council")
     actor = {
         "other_admin": lambda: world.member(elsewhere, Role.ORGANISATION_ADMIN),

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import func, select
 
 from core.audit import AuditEntry
-from core.errors import NotAllowed
+from core.errors import InvalidInput, NotAllowed
 from directory.ldap_connect import DirectoryUnavailable, LdapTarget
 from directory.ldap_import import ImportSource
-from directory.models import Organisation, Role
+from directory.models import Organisation, OrganisationKind, Role
 from idp.container import Container, Unit
 from tests import ldap_server
 from tests.factories import World
@@ -84,6 +84,25 @@ def count_applications(container: Container) -> int:
         return int(unit.session.scalar(select(func.count()).select_from(Application)) or 0)
 
 
+def proposal(world: World, org: Organisation, given_name: str = "Dana") -> int:
+    """A colleague found in the organisation's own directory, as import-staff leaves it."""
+    proposed = Application(
+        organisation_id=org.id,
+        sponsor_id=None,
+        founding=False,
+        role=Role.PRACTITIONER,
+        given_name=given_name,
+        family_name="Directory",
+        work_email=f"{given_name.lower()}.directory@example.org",
+        state=ApplicationState.PROPOSED,
+        submitted_at=world.container.clock.now(),
+        source_ref=f"ldap:{given_name.lower()}-0f3c7a2e",
+    )
+    world.unit.session.add(proposed)
+    world.unit.commit()
+    return proposed.id
+
+
 @pytest.fixture
 def org(world: World) -> Organisation:
     return world.organisation("Southshire Council")
@@ -144,6 +163,74 @@ def test_sponsor_confirms_a_proposal(
     with pytest.raises(NotAProposal):
         service.confirm(sponsor, proposed[0].id)
     assert len(importer(container).proposals(sponsor, org.code)) == 1
+
+
+def confirmed(container: Container) -> list[dict[str, str]]:
+    """The audit detail of each proposal confirmed (submitted), oldest first."""
+    with container.unit() as unit:
+        return [e.detail or {} for e in unit.session.scalars(
+            select(AuditEntry).where(AuditEntry.tag == "vetting:application:submitted")
+            .order_by(AuditEntry.seq))]
+
+
+def left_as_proposed(container: Container, application_id: int) -> bool:
+    with container.unit() as unit:
+        app = unit.session.get(Application, application_id)
+        assert app is not None
+        return app.state is ApplicationState.PROPOSED and app.sponsor_id is None
+
+
+@pytest.mark.parametrize("reason", [None, "", "   ", "\t\n "])
+def test_a_platform_admin_must_say_why_they_confirm_a_proposal(
+    container: Container, world: World, org: Organisation, reason: str | None
+) -> None:
+    """Issue 5: every act of a platform admin carries their reason. One confirms
+    only as the organisation's admin too (a platform admin alone is no sponsor),
+    and owes the reason as when sponsoring."""
+    pat = world.member(world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY),
+                       Role.PLATFORM_ADMIN, given_name="Pat")
+    world.add_position(pat, org, Role.ORGANISATION_ADMIN)
+    app_id = proposal(world, org)
+    service = importer(container)
+    with pytest.raises(InvalidInput) as error:
+        service.confirm(world.principal(pat), app_id, reason)
+    assert [p.field for p in error.value.problems] == ["reason"]
+    assert left_as_proposed(container, app_id) and confirmed(container) == []
+    app = service.confirm(world.principal(pat), app_id, "  the council's  request 42 ")
+    assert app.state is ApplicationState.SUBMITTED and app.sponsor_id == pat.person.id
+    assert confirmed(container) == [{"role": "practitioner", "source": "ldap:dana-0f3c7a2e",
+                                      "reason": "the council's request 42"}]
+
+
+def test_a_platform_admin_alone_confirms_nothing_even_with_a_reason(
+    container: Container, world: World, org: Organisation
+) -> None:
+    pat = world.member(world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY),
+                       Role.PLATFORM_ADMIN, given_name="Pat")
+    app_id = proposal(world, org)
+    with pytest.raises(NotAllowed):
+        importer(container).confirm(world.principal(pat), app_id, "the council asked")
+    assert left_as_proposed(container, app_id) and confirmed(container) == []
+
+
+def test_an_organisation_admin_confirms_with_or_without_a_reason(
+    container: Container, world: World, org: Organisation
+) -> None:
+    admin = world.principal(world.member(org, Role.ORGANISATION_ADMIN))
+    plain, blank, given, too_long = (proposal(world, org, name)
+                                     for name in ("Dana", "Eli", "Fay", "Gus"))
+    service = importer(container)
+    service.confirm(admin, plain)
+    service.confirm(admin, blank, "   ")  # blank: none given
+    service.confirm(admin, given, " starts in May ")
+    # What an admin does give is checked as a platform admin's is.
+    with pytest.raises(InvalidInput) as error:
+        service.confirm(admin, too_long, "x" * 301)
+    assert [p.field for p in error.value.problems] == ["reason"]
+    assert left_as_proposed(container, too_long)
+    assert [(d["source"], d.get("reason")) for d in confirmed(container)] == [
+        ("ldap:dana-0f3c7a2e", None), ("ldap:eli-0f3c7a2e", None),
+        ("ldap:fay-0f3c7a2e", "starts in May")]
 
 
 def test_wrong_credentials_change_nothing(

@@ -23,6 +23,7 @@ from idp.oidc.models import ClientStatus, OAuthClient
 from tests.idp.api.conftest import Cast
 from tests.idp.api.test_api import _get, _post, _problem
 from tests.idp.api.tokens import App, basic
+from tests.idp.federation.meanwhile import assert_the_first_stands, provider_added_meanwhile
 from tests.idp.test_logs import captured  # noqa: F401  (a fixture)
 from tests.idp.test_token_pages import stock
 from tokens.models import OtpToken, TokenState
@@ -393,6 +394,23 @@ def test_an_admin_adds_the_provider_and_never_sees_its_secret_again(
     assert _issuer(container, cast.org.id) == PROVIDER["issuer"]
     assert len(_added(container)) == 1
     assert UPSTREAM_SECRET not in captured.getvalue()
+
+
+def test_a_provider_added_meanwhile_is_answered_as_a_second_one(
+    app: Flask, container: Container, clock: FrozenClock, cast: Cast
+) -> None:
+    """Two platform admins at the same moment: the later write meets the unique
+    column after both checks found none, and gets the 409 a second one gets."""
+    first = cast.world.member(cast.platform.person.positions[0].organisation,
+                              Role.PLATFORM_ADMIN, given_name="Pat")
+    token = cast.token(app, container, clock, cast.platform)
+    base = f"/api/v1/organisations/{cast.org.id}/identity-provider"
+    with provider_added_meanwhile(container, cast.world.principal(first), cast.org.id):
+        answer = _post(app, base, token, {**PROVIDER, "reason": "the second of two at once"})
+    problem = _problem(answer, 409, "conflict")
+    assert "already has a provider" in problem["detail"]
+    assert UPSTREAM_SECRET not in answer.get_data(as_text=True)
+    assert_the_first_stands(container, cast.org.id)
 
 
 def test_a_private_key_is_taken_in_place_of_a_secret_and_not_shown(

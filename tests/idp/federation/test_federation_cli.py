@@ -11,9 +11,11 @@ from sqlalchemy import select, text
 
 from core.audit import AuditEntry
 from directory.models import Organisation
+from idp.cli import operator
 from idp.federation.models import UpstreamProvider
 from tests.factories import World
 from tests.idp.federation.conftest import UpstreamIdp, free_port
+from tests.idp.federation.meanwhile import assert_the_first_stands, provider_added_meanwhile
 from tests.idp.test_cli import Cli, _one_line_error
 
 
@@ -118,3 +120,17 @@ def test_add_refuses_bad_input_in_one_line(
                "--client-secret-file", str(secret)).exit_code == 0
     _one_line_error(cli(*base, "--issuer", "https://other.example.org",
                         "--client-secret-file", str(secret)), "already has a provider")
+
+
+def test_a_provider_added_meanwhile_is_refused_in_one_line_as_a_second_one(
+    cli: Cli, org: Organisation, tmp_path: Path
+) -> None:
+    """Two operators at once: the later write meets the unique column."""
+    secret = tmp_path / "secret"
+    secret.write_text("the-operators-secret")
+    with provider_added_meanwhile(cli.container(), operator(), org.id):
+        refused = cli("federation", "add", org.code, "--issuer", "https://second.example.org",
+                      "--client-id", "cp", "--username-claim", "email",
+                      "--client-secret-file", str(secret), "--reason", "second of two")
+    _one_line_error(refused, "already has a provider")
+    assert_the_first_stands(cli.container(), org.id)

@@ -16,7 +16,7 @@ from joserfc.jwk import ECKey
 from sqlalchemy import select
 
 from core.audit import AuditEntry
-from core.errors import NotAllowed
+from core.errors import Conflict, NotAllowed
 from directory.models import Organisation, OrganisationKind, Role
 from idp.container import Container
 from idp.federation.models import UpstreamLink, UpstreamProvider
@@ -24,6 +24,11 @@ from idp.federation.service import NewProvider
 from tests.factories import Member, World
 from tests.idp.conftest import Browser, text_of
 from tests.idp.federation.conftest import UpstreamIdp, free_port
+from tests.idp.federation.meanwhile import (
+    FIRST_ISSUER,
+    assert_the_first_stands,
+    provider_added_meanwhile,
+)
 from tests.idp.test_logs import captured  # noqa: F401  (a fixture)
 
 TYPED_SECRET = "typed-in-secret-Qx7vR2mZ9pL4"
@@ -337,3 +342,44 @@ def test_a_platform_admin_gives_a_reason_to_add_a_provider_or_change_its_acr(
     [changed] = _entries(container, "federation:policy:changed")
     assert added.detail["reason"] == "the council asked"
     assert changed.detail["reason"] == "always ask for the token"
+
+
+def _platform_admins(world: World) -> tuple[Member, Member]:
+    platform = world.organisation("Platform", OrganisationKind.NATIONAL_CHARITY)
+    return (world.member(platform, Role.PLATFORM_ADMIN, given_name="Pat"),
+            world.member(platform, Role.PLATFORM_ADMIN, given_name="Sam"))
+
+
+def test_two_admins_adding_a_provider_at_once_get_the_answer_for_a_second_one(
+    container: Container, world: World
+) -> None:
+    """Both pass the check that there is none; the database's unique column
+    refuses the later write, and the service says so as the check would have."""
+    org = world.organisation()
+    pat, sam = _platform_admins(world)
+    second = NewProvider(organisation_id=org.id, issuer="https://second.example.org",
+                         client_id="second", username_claim="email",
+                         client_secret="the-second-admins-secret")
+    with container.unit() as unit, \
+            provider_added_meanwhile(container, world.principal(pat), org.id):
+        with pytest.raises(Conflict) as refused:
+            unit.federation.add(world.principal(sam), second, "the second of two at once")
+        assert refused.value.message == "this organisation already has a provider; remove it first"
+        # The unit goes on after the refusal, as the console's page does to show the winner.
+        assert unit.federation.provider_of(org.id).issuer == FIRST_ISSUER  # type: ignore[union-attr]
+    assert_the_first_stands(container, org.id)
+
+
+def test_the_page_answers_a_provider_added_meanwhile_as_a_second_one(
+    container: Container, world: World, console: Browser
+) -> None:
+    org = world.organisation()
+    pat, sam = _platform_admins(world)
+    assert console.sign_in(sam, container).status_code == 302
+    with provider_added_meanwhile(container, world.principal(pat), org.id):
+        refused = console.submit(_page(org), {**FORM, "reason": "the council asked"})
+    page = text_of(refused)
+    assert refused.status_code == 409, page[:3000]
+    assert "already has a provider" in page and FIRST_ISSUER in page  # the one there is
+    assert TYPED_SECRET not in page
+    assert_the_first_stands(container, org.id)
