@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -128,9 +130,15 @@ class Load:
         return answer
 
     def _member(self) -> Member | None:
+        """The first person in the queue whose code of this step is unspent.
+        Not just the head: a person turned away before the code step joins
+        the back at once, behind people who have spent this step's code."""
         with self._lock:
-            if self._queue and self._queue[0][1] < self._step():
-                return self._queue.popleft()[0]
+            step = self._step()
+            for place, (member, spent) in enumerate(self._queue):
+                if spent < step:
+                    del self._queue[place]
+                    return member
             return None
 
     def _sign_in(self) -> None:
@@ -141,7 +149,8 @@ class Load:
         # Only a posted TOTP code can have been spent: a person turned away
         # before that step is free to go again at once. (Marking every
         # attempt used up all 40 people within a Redis outage, and sign-in
-        # then waited for the next 30 s step, not for Redis.)
+        # then waited for the next 30 s step, not for Redis; so did taking
+        # only the head of the queue, when a spent person stood there.)
         code_step = -1
         try:
             code_step = self._sign_in_as(member)
@@ -604,3 +613,19 @@ def test_the_load_helpers_spot_a_bad_503() -> None:
         assert_never_500_never_hung([Answer("token", "/oauth2/token", 0, 0.1, 500)])
     with pytest.raises(AssertionError, match="took"):
         assert_never_500_never_hung([Answer("token", "/oauth2/token", 0, 9.0, 200)])
+
+
+def test_the_load_offers_anyone_whose_code_is_unspent() -> None:
+    """The queue of people can fail the fault tests by itself: a person whose
+    code of this step is spent, standing at the head, must not hold back
+    those behind who were turned away before posting one."""
+    settings = SimpleNamespace(totp=SimpleNamespace(period_seconds=30))
+    spent, fresh, other = (Member(cast(Any, None), f"password {n}", "123456", "JBSWY3DP")
+                           for n in range(3))
+    load = Load("http://127.0.0.1:9", [], cast(Container, SimpleNamespace(settings=settings)))
+    step = load._step()
+    load._queue.extend([(spent, step), (fresh, -1), (other, step - 1)])
+    assert load._member() is fresh
+    assert load._member() is other
+    assert load._member() is None
+    assert [member for member, _ in load._queue] == [spent]
