@@ -48,7 +48,7 @@ def test_dates() -> None:
 
 
 def test_synthetic_nhs_numbers_are_in_the_test_range_and_valid() -> None:
-    from directory.children.loading import _nhs_ok
+    from directory.children.preparing import _nhs_ok
     numbers = [nhs_test_number(k) for k in range(0, 50_000, 5)]
     assert all(n.startswith("999") and _nhs_ok(n) for n in numbers)
     assert len(set(numbers)) == len(numbers)
