@@ -283,9 +283,12 @@ class ChildLoader:
         identifiers, ciphertexts and dependants go out in the same bulk statements."""
         bind = self.session.get_bind()
         if bind.dialect.name == "postgresql":
-            return list(self.session.scalars(
-                text("SELECT nextval(pg_get_serial_sequence('child', 'id')) "
-                     "FROM generate_series(1, :n)"), {"n": count}))
+            # One array, not a result row an id: fetching 2,000 rows a batch
+            # through the ORM cost more than the ids themselves.
+            ids: list[int] = self.session.scalar(
+                text("SELECT array_agg(nextval(pg_get_serial_sequence('child', 'id'))) "
+                     "FROM generate_series(1, :n)"), {"n": count})
+            return ids
         if self._next_id is None:
             self._next_id = int(self.session.scalar(text("SELECT coalesce(max(id), 0) FROM child"))
                                 or 0) + 1
