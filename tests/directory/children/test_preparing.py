@@ -293,6 +293,28 @@ def test_a_worker_that_fails_fails_the_load_and_leaves_nothing(
     assert schema_of(kids) == schema
 
 
+def test_a_write_that_fails_stops_the_workers_and_leaves_nothing(
+        kids: Kids, small_chunks: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database refusing a batch midway (here, the second) while workers
+    are still preparing: the load fails, the workers stop, nothing stays."""
+    schema = schema_of(kids)
+    real = ChildLoader._write
+    calls: list[int] = []
+
+    def refusing(self: ChildLoader, *args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the database went away")
+        real(self, *args)
+
+    monkeypatch.setattr(ChildLoader, "_write", refusing)
+    with pytest.raises(RuntimeError, match="went away"):
+        _load(kids, _many(kids, 40))
+    assert multiprocessing.active_children() == []
+    assert _count(kids, Child) == 0
+    assert schema_of(kids) == schema
+
+
 @pytest.fixture(autouse=True)
 def _no_stray_workers() -> Iterator[None]:
     yield
