@@ -440,10 +440,15 @@ def time_ordered_uuid() -> str:
 
 
 def default_workers() -> int:
-    """Worker processes for a large load: one per core but the one the loader
-    writes from (whose database, if local, wants a core too), at least one,
-    and no more than four (beyond that the single writer is the limit)."""
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    """Worker processes for a large load: one per core this process may use
+    but the one the loader writes from (whose database, if local, wants a
+    core too), at least one, and no more than four (beyond that the single
+    writer is the limit)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
 
 
 def prepared_rows(rows: Iterable[tuple[int, Mapping[str, Any]]], preparer: RowPreparer,

@@ -120,6 +120,13 @@ def test_small_files_and_no_workers_stay_in_this_process(
     assert len(list(prepared_rows(_rows(30), preparer, workers=0))) == 30
 
 
+@pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (3, 2), (16, 4)])
+def test_a_worker_a_core_but_the_writer_s(monkeypatch: pytest.MonkeyPatch, cores: int,
+                                          workers: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert preparing.default_workers() == workers
+
+
 def test_keys_and_digests_are_those_records_already_hold() -> None:
     """Re-running a file loaded before this code must still change nothing:
     the content digest, match key and identifier digest of a row, under a
