@@ -39,7 +39,22 @@ class DataCipher:
     def __init__(self, data_key: bytes) -> None:
         if len(data_key) != 32:
             raise ConfigurationError("the data key must be 32 bytes")
-        self._aead = AESGCM(_derive(data_key, b"contactpoint/encryption/v1"))
+        self._subkey = _derive(data_key, b"contactpoint/encryption/v1")
+        self._aead = AESGCM(self._subkey)
+
+    @classmethod
+    def _from_subkey(cls, subkey: bytes) -> DataCipher:
+        cipher = cls.__new__(cls)
+        cipher._subkey = subkey
+        cipher._aead = AESGCM(subkey)
+        return cipher
+
+    def __reduce__(self) -> tuple[object, tuple[bytes]]:
+        """Pickled as the derived encryption subkey, never the data key, so
+        that a worker process the loader starts (directory.children.preparing)
+        seals exactly as this one does. Such pickles go down a pipe to our own
+        child process; nothing stores them."""
+        return (DataCipher._from_subkey, (self._subkey,))
 
     def encrypt(self, plaintext: bytes, context: str) -> str:
         nonce = os.urandom(12)
@@ -64,10 +79,26 @@ class SecretDigester:
 
     def __init__(self, data_key: bytes) -> None:
         self._key = _derive(data_key, b"contactpoint/keyed-digest/v1")
+        # Keyed once: each digest copies this state instead of keying afresh
+        # (the child loader makes three a record, millions in a load).
+        self._keyed = hmac.new(self._key, digestmod="sha256")
+
+    @classmethod
+    def _from_subkey(cls, subkey: bytes) -> SecretDigester:
+        digester = cls.__new__(cls)
+        digester._key = subkey
+        digester._keyed = hmac.new(subkey, digestmod="sha256")
+        return digester
+
+    def __reduce__(self) -> tuple[object, tuple[bytes]]:
+        """Pickled as the derived digest subkey, never the data key (see
+        DataCipher.__reduce__)."""
+        return (SecretDigester._from_subkey, (self._key,))
 
     def digest(self, secret: str) -> str:
-        # hmac.digest: the one-shot C path, the same value as hmac.new(...).hexdigest()
-        return hmac.digest(self._key, secret.encode("utf-8"), "sha256").hex()
+        mac = self._keyed.copy()
+        mac.update(secret.encode("utf-8"))
+        return mac.hexdigest()
 
     def matches(self, secret: str, expected_digest: str) -> bool:
         return hmac.compare_digest(self.digest(secret), expected_digest)

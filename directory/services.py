@@ -95,7 +95,7 @@ def fold_name(name: str) -> str:
 def normalise_postcode(raw: str) -> tuple[str, str] | None:
     """("SW1A 1AA", "SW1A") for any spacing and case, or None when it is not a
     UK postcode. The district is what search by area compares."""
-    compact = re.sub(r"\s+", "", raw).upper()
+    compact = "".join(raw.split()).upper()  # split(): the whitespace \s matches, faster
     if not _POSTCODE.match(compact):
         return None
     outward, inward = compact[:-3], compact[-3:]

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from datetime import date, timedelta
 from typing import IO, Any
 
-from directory.children.loading import COLUMNS
+from directory.children.preparing import COLUMNS
 
 FORENAMES = (
     "Olivia", "Amelia", "Isla", "Ava", "Mia", "Ivy", "Lily", "Isabella", "Rosie", "Sophia",

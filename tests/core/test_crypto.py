@@ -208,3 +208,35 @@ def test_normalise_does_not_turn_a_wrong_code_into_a_right_one() -> None:
     wrong = ("1" if code[0] != "1" else "2") + code[1:]
     assert normalise_letter_code(wrong) != code
     assert normalise_letter_code(code[:-1]) != code
+
+
+def test_cipher_and_digester_pickle_as_their_subkeys_never_the_data_key(key: bytes) -> None:
+    """The child loader hands them to its worker processes this way: the copy
+    seals, opens and digests as the original does, and the data key itself
+    is nowhere in what is sent."""
+    import pickle
+
+    cipher, digester = DataCipher(key), SecretDigester(key)
+    sent = pickle.dumps((cipher, digester))
+    assert key not in sent
+    copy, digester_copy = pickle.loads(sent)  # noqa: S301 - what it just made
+    assert copy.decrypt_text(cipher.encrypt_text("NE1 4AB", "child:x:address"),
+                             "child:x:address") == "NE1 4AB"
+    assert cipher.decrypt_text(copy.encrypt_text("NE1 4AB", "child:x:address"),
+                               "child:x:address") == "NE1 4AB"
+    assert digester_copy.digest("secret") == digester.digest("secret")
+    assert digester_copy.digest("secret") != SecretDigester(secrets.token_bytes(32)).digest(
+        "secret")
+
+
+def test_digest_is_the_hmac_of_the_derived_key(key: bytes) -> None:
+    """Digests already stored stay valid: a digest is HMAC-SHA256 under the
+    subkey derived for digests, however it is computed."""
+    import hashlib
+    import hmac
+
+    derived = crypto._derive(key, b"contactpoint/keyed-digest/v1")
+    digester = SecretDigester(key)
+    for secret in ("", "same-secret", "Zoë\x1fO'Brien", "x" * 1000):
+        assert digester.digest(secret) == hmac.new(derived, secret.encode(),
+                                                   hashlib.sha256).hexdigest()

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from directory.children.loading import COLUMNS, LoadReport, csv_text_rows
+from directory.children.loading import LoadReport, csv_text_rows
 from directory.children.models import Child
+from directory.children.preparing import COLUMNS
 from directory.children.service import Reason
 from directory.models import Organisation, OrganisationKind, Role
 from directory.service import Grant, Principal
@@ -155,3 +156,24 @@ def audit_entries(kids: Kids, tag: str) -> list[Any]:
             select(AuditEntry).where(AuditEntry.tag == tag).order_by(AuditEntry.seq)))
         unit.session.expunge_all()
         return found
+
+
+def schema_of(kids: Kids) -> dict[str, Any]:
+    """Every index, unique constraint and foreign key of the tables a first
+    load rebuilds, as the database itself reports them."""
+    from sqlalchemy import inspect
+
+    from directory.children.loading import FIRST_LOAD_TABLES
+    found: dict[str, Any] = {}
+    with kids.container.engine.connect() as conn:
+        seen = inspect(conn)
+        for table in FIRST_LOAD_TABLES:
+            found[table] = (
+                sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                       for i in seen.get_indexes(table)),
+                sorted((u["name"], tuple(u["column_names"]))
+                       for u in seen.get_unique_constraints(table)),
+                sorted((f["name"], tuple(f["constrained_columns"]), f["referred_table"])
+                       for f in seen.get_foreign_keys(table)),
+            )
+    return found

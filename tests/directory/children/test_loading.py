@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.errors import InvalidInput
-from directory.children.loading import COLUMNS, read_rows
+from directory.children.loading import read_rows
 from directory.children.models import (
     Child,
     ChildConflict,
@@ -22,6 +22,7 @@ from directory.children.models import (
     ReturnIntention,
     Whereabouts,
 )
+from directory.children.preparing import COLUMNS
 from directory.children.service import ChildQuery
 from directory.children.synth import records, write
 from tests.directory.children.conftest import (
@@ -31,6 +32,7 @@ from tests.directory.children.conftest import (
     as_csv,
     audit_entries,
     row,
+    schema_of,
 )
 
 
@@ -196,27 +198,6 @@ def test_the_team_resolves_a_conflict(kids: Kids, accept: bool) -> None:
     assert again.unchanged == 1
 
 
-def _schema(kids: Kids) -> dict[str, Any]:
-    """Every index, unique constraint and foreign key of the tables a first
-    load rebuilds, as the database itself reports them."""
-    from sqlalchemy import inspect
-
-    from directory.children.loading import FIRST_LOAD_TABLES
-    found: dict[str, Any] = {}
-    with kids.container.engine.connect() as conn:
-        seen = inspect(conn)
-        for table in FIRST_LOAD_TABLES:
-            found[table] = (
-                sorted((i["name"], tuple(i["column_names"]), bool(i["unique"]))
-                       for i in seen.get_indexes(table)),
-                sorted((u["name"], tuple(u["column_names"]))
-                       for u in seen.get_unique_constraints(table)),
-                sorted((f["name"], tuple(f["constrained_columns"]), f["referred_table"])
-                       for f in seen.get_foreign_keys(table)),
-            )
-    return found
-
-
 @pytest.fixture
 def small_batches() -> Iterator[None]:
     from directory.children import loading
@@ -235,11 +216,11 @@ def _many(count: int, **values: Any) -> list[dict[str, Any]]:
 
 def test_a_first_load_rebuilds_every_index_and_later_loads_still_match(
         kids: Kids, small_batches: None) -> None:
-    schema = _schema(kids)
+    schema = schema_of(kids)
     assert schema["child"][0] and schema["child_supply"][1]  # there is something to lose
     first = kids.load(_many(35))
     assert first.created == 35
-    assert _schema(kids) == schema
+    assert schema_of(kids) == schema
     # Matching works against what the first load wrote: by identifier, then by
     # name + date of birth + postcode for another body's rows.
     assert kids.load(_many(35)).unchanged == 35
@@ -257,12 +238,12 @@ def test_a_first_load_rebuilds_every_index_and_later_loads_still_match(
 
 def test_a_failed_first_load_leaves_the_indexes_and_no_rows(
         kids: Kids, small_batches: None) -> None:
-    schema = _schema(kids)
+    schema = schema_of(kids)
     with pytest.raises(InvalidInput) as refused:
         kids.load([*_many(25), row(gender="boy")])
     assert [(p.row, p.field) for p in refused.value.problems] == [(27, "gender")]
     assert _count(kids, Child) == 0
-    assert _schema(kids) == schema
+    assert schema_of(kids) == schema
 
 
 def test_a_duplicate_in_a_first_load_is_still_named_by_row(

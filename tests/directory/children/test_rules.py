@@ -48,7 +48,15 @@ def test_dates() -> None:
 
 
 def test_synthetic_nhs_numbers_are_in_the_test_range_and_valid() -> None:
-    from directory.children.loading import _nhs_ok
+    from directory.children.preparing import _nhs_ok
     numbers = [nhs_test_number(k) for k in range(0, 50_000, 5)]
     assert all(n.startswith("999") and _nhs_ok(n) for n in numbers)
     assert len(set(numbers)) == len(numbers)
+
+
+def test_identifiers_keep_their_values_and_refuse_other_digits() -> None:
+    assert [identifier_for(n) for n in (1, 2, 999, 123456789, 10**10 - 1)] == [
+        "19403377224", "98593377254", "51023407167", "64827080861", "61023377161"]
+    assert valid_identifier("19403377224")
+    assert not valid_identifier("1940337722\u0664")  # an Arabic-Indic 4
+    assert not valid_identifier("1940337722\u00b2")  # a superscript 2
