@@ -199,7 +199,9 @@ class RowPreparer:
         lookups = self.lookups
         today = lookups.today
         scheme, source_ref = text.get("source_scheme", ""), text.get("source_id", "")
-        if source_ref and scheme not in SCHEMES:
+        # A scheme alone is checked too: stored unchecked, one too long for its
+        # column failed the whole COPY on PostgreSQL instead of naming its row.
+        if (source_ref or scheme) and scheme not in SCHEMES:
             problems.append(FieldProblem("source_scheme", f"one of {', '.join(SCHEMES)}"))
         if scheme == "nhs_number" and source_ref and not _nhs_ok(source_ref):
             problems.append(FieldProblem("source_id", "not a valid NHS number"))

@@ -104,6 +104,14 @@ def test_bad_rows_are_all_reported_and_nothing_is_written(kids: Kids) -> None:
     assert _count(kids, Child) == 0
 
 
+def test_a_scheme_without_an_identifier_is_checked_too(kids: Kids) -> None:
+    rows = [row(forename="Good"), row(source_scheme="council_case_reference_number")]
+    with pytest.raises(InvalidInput) as refused:
+        kids.load(rows)
+    assert [(p.row, p.field) for p in refused.value.problems] == [(3, "source_scheme")]
+    assert _count(kids, Child) == 0
+
+
 def test_a_batch_failing_late_leaves_nothing(kids: Kids) -> None:
     from directory.children import loading
     rows = [row(forename="Kid", surname=f"Name{chr(65 + n // 26)}{chr(65 + n % 26)}")
