@@ -57,7 +57,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)  # keep bench/tokens.py from shadowing the tokens package
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.children import OPERATOR, _load, _samples
+from bench.children import FILE_ROWS, OPERATOR, _load, _samples
 from bench.oidc import (
     free_port,
     load_bench_settings,
@@ -147,7 +147,7 @@ def prepare(settings: Any, people: int, refresh_chains: int, services: int, chil
                                            source="bench.csv")
             u.commit()
             assert report.created == services, report
-        _load(container, folder, children, ["BENCH"])
+        _load(container, folder, children, ["BENCH"], FILE_ROWS)
         queries = [(surname, district) for surname, _dob, district in _samples(container, 200)]
     finally:
         container.dispose()

@@ -164,7 +164,7 @@ def run(database_url: str, instance_dir: Path, count: int, encrypted: bool,
         rows.append(("parse + import, as `tokens import` runs",
                      f"{count / (done - started):,.0f} /s", f"{done - started:.2f} s"))
 
-        (totp,) = parse_pskc(totp_file(), source="totp.xml", reason="bench")
+        (totp,) = parse_pskc(totp_file(), source="totp.xml")
         unit.inventory.import_packages(OPERATOR, org, [totp], source="totp.xml", reason="bench")
         unit.commit()
         token = unit.session.scalars(
