@@ -105,6 +105,11 @@ class PositionTerms:
     def current_on(self, day: date) -> bool:
         return self.starts_on <= day and (self.ends_on is None or day <= self.ends_on)
 
+    def counts_on(self, day: date) -> bool:
+        """Current, in an accredited organisation: what `current_positions`
+        keeps, on plain values."""
+        return self.current_on(day) and self.accreditation is Accreditation.ACCREDITED
+
 
 def blockers_for(
     status: PersonStatus,

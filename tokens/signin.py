@@ -27,7 +27,6 @@ from core.errors import NotAllowed
 from core.settings import Settings
 from directory.accreditation import reason_from
 from directory.models import (
-    Accreditation,
     Organisation,
     Person,
     PersonStatus,
@@ -210,11 +209,7 @@ class _Account:
     def organisations(self, today: date) -> set[int]:
         """Those of current positions in accredited organisations, as
         `directory.service.current_positions` counts them."""
-        return {
-            p.organisation_id
-            for p in self.positions
-            if p.current_on(today) and p.accreditation is Accreditation.ACCREDITED
-        }
+        return {p.organisation_id for p in self.positions if p.counts_on(today)}
 
 
 @dataclass(frozen=True)

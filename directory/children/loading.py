@@ -38,6 +38,7 @@ from core.clock import Clock
 from core.crypto import DataCipher, SecretDigester
 from core.errors import FieldProblem, InvalidInput
 from directory.children.models import (
+    SETTING_KINDS,
     Child,
     ChildConflict,
     ChildFormerName,
@@ -63,7 +64,7 @@ from directory.children.preparing import (
 from directory.children.rules import identifier_for, name_key
 from directory.models import Organisation, OrganisationKind, Role
 from directory.service import Principal
-from directory.services_models import Service, ServiceKind
+from directory.services_models import Service
 
 BATCH = 2000
 # SQLite's page cache during a load (KiB), put back to the default afterwards.
@@ -196,8 +197,7 @@ class ChildLoader:
             .where(Organisation.kind == OrganisationKind.LOCAL_AUTHORITY))}
         services = {pid: (sid, kind) for pid, sid, kind in self.session.execute(
             select(Service.public_id, Service.id, Service.kind).where(Service.kind.in_(
-                (ServiceKind.SCHOOL, ServiceKind.EARLY_YEARS_SETTING,
-                 ServiceKind.FURTHER_EDUCATION, ServiceKind.GP_PRACTICE))))}
+                sorted(set().union(*SETTING_KINDS.values())))))}
         return RowPreparer(Lookups(las, services, self.clock.today(), source_id),
                            self.cipher, self.digester)
 

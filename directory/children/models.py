@@ -72,13 +72,15 @@ class InvolvementRole(enum.StrEnum):
         as such: a clinic recorded as a child's GP would find the child for
         anyone searching by that clinic as GP, and a school recorded as "a
         service" would hide the child from a search by school."""
-        settings = _SETTING_KINDS.get(self)
+        settings = SETTING_KINDS.get(self)
         if settings is not None:
             return kind in settings
-        return not any(kind in kinds for kinds in _SETTING_KINDS.values())
+        return not any(kind in kinds for kinds in SETTING_KINDS.values())
 
 
-_SETTING_KINDS = {
+# The kinds of service each of a child's own settings can be (the loader's
+# school and GP columns, and what a service recorded by hand can be).
+SETTING_KINDS = {
     InvolvementRole.EDUCATIONAL_SETTING: frozenset(
         {ServiceKind.SCHOOL, ServiceKind.EARLY_YEARS_SETTING, ServiceKind.FURTHER_EDUCATION}),
     InvolvementRole.GP_PRACTICE: frozenset({ServiceKind.GP_PRACTICE}),

@@ -30,7 +30,13 @@ from typing import Any, NamedTuple
 
 from core.crypto import DataCipher, SecretDigester
 from core.errors import FieldProblem
-from directory.children.models import Gender, InvolvementRole, ReturnIntention, Whereabouts
+from directory.children.models import (
+    SETTING_KINDS,
+    Gender,
+    InvolvementRole,
+    ReturnIntention,
+    Whereabouts,
+)
 from directory.children.rules import name_key
 from directory.services import normalise_postcode
 from directory.services_models import ServiceKind
@@ -61,8 +67,6 @@ _WITH_ADDRESS = frozenset((Whereabouts.CURRENT_ADDRESS.value,
                            Whereabouts.LAST_KNOWN_ADDRESS.value))
 _INTENTIONS = frozenset(r.value for r in ReturnIntention)
 _CONSENTS = frozenset(("", "yes", "no", "true", "false"))
-_SETTINGS = frozenset((ServiceKind.SCHOOL, ServiceKind.EARLY_YEARS_SETTING,
-                       ServiceKind.FURTHER_EDUCATION))
 _ASCII_PHONE = re.compile(r"[0-9 +()\-]*")
 _DIGITS = frozenset("0123456789")
 
@@ -284,8 +288,10 @@ class RowPreparer:
             carers.append({"name": carer, "relationship": text.get(relationship_field, "")[:40],
                            "phone": phone})
 
-        school = _service(text, "school", _SETTINGS, lookups, problems)
-        gp = _service(text, "gp_practice", _GP, lookups, problems)
+        school = _service(text, "school", SETTING_KINDS[InvolvementRole.EDUCATIONAL_SETTING],
+                          lookups, problems)
+        gp = _service(text, "gp_practice", SETTING_KINDS[InvolvementRole.GP_PRACTICE],
+                      lookups, problems)
         school_start = _date(text.get("school_start", ""), "school_start", problems)
         consent = text.get("retain_to_25", "").lower()
         if consent not in _CONSENTS:
@@ -336,7 +342,6 @@ def district_of(content: Mapping[str, Any]) -> str | None:
 
 _CARER_FIELDS = tuple((f"carer{n}_name", f"carer{n}_relationship", f"carer{n}_phone")
                       for n in (1, 2))
-_GP = frozenset((ServiceKind.GP_PRACTICE,))
 _to_json = json.JSONEncoder(check_circular=False).encode
 # The content's keys in sorted order, and the repr of its sorted items with
 # the values left to fill in (see RowPreparer.content_digest).

@@ -53,7 +53,6 @@ from directory.children.models import (
 )
 from directory.children.rules import district_key, months_after, name_key, years_before
 from directory.models import (
-    Accreditation,
     Organisation,
     OrganisationKind,
     Person,
@@ -405,10 +404,8 @@ class ChildrenService:
                  for row in held]
         blockers = blockers_for(first.status, first.clearance_expires_on,
                                 first.training_expires_on, terms, today)
-        # Current, in an accredited organisation, in a role whose work is with children.
         positions = [row for row, term in zip(held, terms, strict=True)
-                     if term.current_on(today) and row.accreditation is Accreditation.ACCREDITED
-                     and row.role in CHILD_ROLES]
+                     if term.counts_on(today) and row.role in CHILD_ROLES]
         if blockers or not positions:
             self._refuse(tag, principal, {"why": blockers or ["no role with access to children"],
                                           **(via or {})})
