@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,14 +51,21 @@ from directory.children.models import (
     Whereabouts,
 )
 from directory.children.preparing import (
+    CHUNK,
+    NULL,
     REQUIRED,
+    Chunk,
     Lookups,
     PreparedRow,
+    RowBlock,
     RowPreparer,
     RowProblems,
     content_match_key,
+    copy_line,
+    csv_records,
     default_workers,
     district_of,
+    in_chunks,
     involvements,
     prepared_rows,
 )
@@ -88,14 +96,13 @@ class LoadReport:
     problems: list[FieldProblem] = field(default_factory=list)
 
 
-def read_rows(path: Path) -> tuple[Iterator[tuple[int, dict[str, Any]]], int]:
+def read_rows(path: Path) -> tuple[FileRows, int]:
     """The rows of a file with their numbers (as a spreadsheet or an editor
     shows them) and how many there are: CSV, or JSON lines for `.jsonl`/`.ndjson`."""
     with path.open("rb") as handle:
         total = sum(1 for _ in handle)
-    if path.suffix.lower() in {".jsonl", ".ndjson", ".json"}:
-        return _json_rows(path), total
-    return _csv_rows(path), max(0, total - 1)
+    rows = FileRows(path)
+    return rows, total if rows.json else max(0, total - 1)
 
 
 def file_digest(path: Path) -> str:
@@ -105,37 +112,71 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _json_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as error:
-                yield number, {"__error__": f"not valid JSON ({error.msg})"}
-                continue
-            yield number, value if isinstance(value, dict) else {"__error__": "not an object"}
+class FileRows:
+    """A file's rows, read as blocks of text cut where a row ends (RowBlock),
+    so that they are parsed where they are prepared. Iterating gives the rows
+    themselves, parsed here."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.json = path.suffix.lower() in {".jsonl", ".ndjson", ".json"}
+
+    def __iter__(self) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        for block in self.blocks():
+            yield from block.rows()
+
+    def blocks(self) -> Iterator[RowBlock]:
+        if self.json:
+            with self.path.open(encoding="utf-8") as handle:
+                number = 1
+                while lines := list(itertools.islice(handle, CHUNK)):
+                    yield RowBlock(number, len(lines), "".join(lines), None)
+                    number += len(lines)
+            return
+        with self.path.open(encoding="utf-8-sig", newline="") as handle:
+            header = csv_header(next(csv.reader(handle), []))
+            number = 2
+            while lines := list(itertools.islice(handle, CHUNK)):
+                count = len(lines)
+                # RFC 4180 quotes only whole fields and doubles a quote in one,
+                # so a line with an odd number of quotes is a row going on to
+                # the next line: then the csv module itself says where rows end.
+                if any(line.count('"') & 1 for line in lines):
+                    lines, count = _whole_rows(lines, handle)
+                yield RowBlock(number, count, "".join(lines), header)
+                number += count
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        yield from csv_rows(handle)
+def _whole_rows(lines: list[str], handle: IO[str]) -> tuple[list[str], int]:
+    """At least `lines`, and the lines after them that finish the row they
+    end in, with the number of rows in them (as csv.reader counts)."""
+    taken: list[str] = []
+
+    def feed() -> Iterator[str]:
+        for line in itertools.chain(lines, handle):
+            taken.append(line)
+            yield line
+
+    count = 0
+    for _cells in csv.reader(feed()):
+        count += 1
+        if len(taken) >= len(lines):
+            break
+    return taken, count
 
 
-def csv_rows(handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-    reader = csv.reader(handle)
-    header = [h.strip() for h in next(reader, [])]
+def csv_header(cells: list[str]) -> tuple[str, ...]:
+    header = tuple(h.strip() for h in cells)
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise InvalidInput([FieldProblem(c, "column missing from the header", 1) for c in missing])
-    for number, cells in enumerate(reader, start=2):
-        if not "".join(cells).strip():
-            continue  # a blank line, or a row of empty cells
-        if len(cells) != len(header):
-            yield number, {"__error__": f"has {len(cells)} values, the header has {len(header)}"}
-            continue
-        yield number, dict(zip(header, cells, strict=True))
+    return header
+
+
+def csv_rows(handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows of CSV text already open (read here, in this process)."""
+    reader = csv.reader(handle)
+    return csv_records(reader, csv_header(next(reader, [])), 2)
 
 
 def csv_text_rows(content: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -158,7 +199,7 @@ class ChildLoader:
     def load(
         self,
         operator: Principal,
-        rows: Iterable[tuple[int, dict[str, Any]]],
+        rows: Iterable[tuple[int, Mapping[str, Any]]] | FileRows,
         *,
         source_code: str,
         file_label: str,
@@ -199,9 +240,10 @@ class ChildLoader:
             select(Service.public_id, Service.id, Service.kind).where(Service.kind.in_(
                 sorted(set().union(*SETTING_KINDS.values())))))}
         return RowPreparer(Lookups(las, services, self.clock.today(), source_id),
-                           self.cipher, self.digester)
+                           self.cipher, self.digester,
+                           copy_text=self.session.get_bind().dialect.name == "postgresql")
 
-    def _load(self, operator: Principal, rows: Iterable[tuple[int, dict[str, Any]]],
+    def _load(self, operator: Principal, rows: Iterable[tuple[int, Mapping[str, Any]]] | FileRows,
               source: Organisation, file_label: str, progress: Progress | None,
               digest: str | None) -> LoadReport:
         report = LoadReport(source=file_label)
@@ -228,7 +270,7 @@ class ChildLoader:
         )
         return report
 
-    def _check_and_write(self, rows: Iterable[tuple[int, dict[str, Any]]],
+    def _check_and_write(self, rows: Iterable[tuple[int, Mapping[str, Any]]] | FileRows,
                          source: Organisation, file_label: str, progress: Progress | None,
                          report: LoadReport, restore: list[str]) -> None:
         """Rows come back prepared in file order (from worker processes for a
@@ -236,12 +278,13 @@ class ChildLoader:
         twice, when to stop writing, when to stop checking."""
         seen_ids: dict[str, int] = {}
         seen_match: dict[str, int] = {}
-        batch: list[tuple[PreparedRow, Mapping[str, Any]]] = []
+        batch: list[tuple[PreparedRow, Chunk]] = []
         problems = report.problems
         written = False
-        outcomes = prepared_rows(rows, self._preparer, self.workers)
+        chunks = rows.blocks() if isinstance(rows, FileRows) else in_chunks(rows)
+        outcomes = prepared_rows(chunks, self._preparer, self.workers)
         try:
-            for row, raw in outcomes:
+            for row, chunk in outcomes:
                 report.rows += 1
                 number = row.number
                 row_problems = (row.problems if isinstance(row, RowProblems)
@@ -258,7 +301,7 @@ class ChildLoader:
                 if problems:
                     continue  # checking only, nothing more is written
                 assert isinstance(row, PreparedRow)
-                batch.append((row, raw))
+                batch.append((row, chunk))
                 if len(batch) >= BATCH:
                     if not written:
                         # A full first batch: a large file. Into an empty directory
@@ -352,7 +395,7 @@ class ChildLoader:
             # autovacuum next comes round (SQLite's PRAGMA optimize follows).
             connection.exec_driver_sql(f"ANALYZE {', '.join(FIRST_LOAD_TABLES)}")
 
-    def _write(self, batch: list[tuple[PreparedRow, Mapping[str, Any]]], source_id: int,
+    def _write(self, batch: list[tuple[PreparedRow, Chunk]], source_id: int,
                report: LoadReport) -> None:
         now = self.clock.now()
         by_id = {} if self._first_load else {r.id_digest: r for r, _ in batch if r.id_digest}
@@ -369,37 +412,37 @@ class ChildLoader:
             for child in self.session.scalars(select(Child).where(
                     Child.match_key.in_(list(rest)), Child.archived_on.is_(None))):
                 matched[rest[child.match_key].number] = child
+        new_rows = [r for r, _ in batch if r.number not in supplies and r.number not in matched]
+        ids = self._allocate(len(new_rows)) if new_rows else []
+        report.created += len(new_rows)
+        # Rows that found a record: (child id, scheme, sealed id, id digest,
+        # content digest) of each supply to add.
+        links = (self._apply_matches(batch, supplies, matched, source_id, now, report)
+                 if supplies or matched else [])
+        self.session.flush()
+        connection = self.session.connection()
+        if self._preparer.copy_text:
+            tables = _copy_text_tables(new_rows, ids, links, source_id, now)
+        else:
+            tables = _tuple_tables(new_rows, ids, links, source_id, now,
+                                   sqlite=connection.dialect.name == "sqlite")
+        for table, columns, rows in tables:
+            if rows:
+                copy_rows(connection, table, columns, rows)
+
+    def _apply_matches(self, batch: list[tuple[PreparedRow, Chunk]],
+                       supplies: dict[int, ChildSupply], matched: dict[int, Child],
+                       source_id: int, now: datetime, report: LoadReport
+                       ) -> list[tuple[Any, ...]]:
+        """Rows that found an existing record: unchanged ones counted, a body's
+        first row for a record linked, changes written or queued."""
         children = {c.id: c for c in self.session.scalars(select(Child).where(
             Child.id.in_([s.child_id for s in supplies.values()])))} if supplies else {}
         linked = {s.child_id: s for s in self.session.scalars(select(ChildSupply).where(
             ChildSupply.organisation_id == source_id,
             ChildSupply.child_id.in_([c.id for c in matched.values()])))} if matched else {}
-        new_rows = [r for r, _ in batch if r.number not in supplies and r.number not in matched]
-        ids = self._allocate(len(new_rows)) if new_rows else []
-        connection = self.session.connection()
-        sqlite = connection.dialect.name == "sqlite"
-        # New rows go out as tuples already in the drivers' terms: the
-        # prepared part as it came (dates as ISO text, which both databases
-        # read), this batch's constants converted once here.
-        stamp = _sqlite_datetime(now) if sqlite else _utc_naive(now)
-        no = 0 if sqlite else False
-        child_tail = (source_id, no, None, stamp, stamp)
-        supply_tail = (source_id, stamp)
-        child_tuples: list[tuple[Any, ...]] = []
-        supply_tuples: list[tuple[Any, ...]] = []
-        involvement_tuples: list[tuple[Any, ...]] = []
-        former_tuples: list[tuple[Any, ...]] = []
-        for row, child_id in zip(new_rows, ids, strict=True):
-            child_tuples.append((child_id, identifier_for(child_id), *row.child, *child_tail))
-            supply_tuples.append((child_id, *row.supply, *supply_tail))
-            if row.settings:
-                involvement_tuples.extend(
-                    (child_id, service, None, role, start, None, no, no, no, None, source_id,
-                     stamp) for service, role, start in row.settings)
-            if row.formers:
-                former_tuples.extend((child_id, *former) for former in row.formers)
-        report.created += len(new_rows)
-        for row, raw in batch:
+        links: list[tuple[Any, ...]] = []
+        for row, chunk in batch:
             known = supplies.get(row.number)
             record = children.get(known.child_id) if known else matched.get(row.number)
             if record is None:
@@ -411,8 +454,7 @@ class ChildLoader:
                 continue
             if known is None:
                 sealed = self._sealed_id(row.source_ref, record.public_id, source_id)
-                supply_tuples.append((record.id, row.scheme, sealed, row.id_digest,
-                                      row.content_digest, *supply_tail))
+                links.append((record.id, row.scheme, sealed, row.id_digest, row.content_digest))
                 report.linked += 1
             else:
                 known.row_digest = row.content_digest
@@ -421,7 +463,7 @@ class ChildLoader:
                 continue
             # The content, for the few rows that change a record, from the row
             # as supplied (what came back from a worker leaves it out).
-            checked = self._preparer.check(raw)
+            checked = self._preparer.check(chunk.raw(row.number))
             assert not isinstance(checked, list), "a row that passed once passes again"
             if record.supplied_by_id in (None, source_id):
                 self._update(record, checked.content, row.content_digest, row.match_key,
@@ -430,14 +472,7 @@ class ChildLoader:
             else:
                 self._conflict(record, checked.content, row.content_digest, source_id, now)
                 report.conflicts += 1
-        self.session.flush()
-        for table, columns, tuples in (
-                (Child.__tablename__, CHILD_COLUMNS, child_tuples),
-                (ChildSupply.__tablename__, _SUPPLY_COLUMNS, supply_tuples),
-                (ChildInvolvement.__tablename__, _INVOLVEMENT_COLUMNS, involvement_tuples),
-                (ChildFormerName.__tablename__, _FORMER_COLUMNS, former_tuples)):
-            if tuples:
-                copy_rows(connection, table, columns, tuples)
+        return links
 
     def _sealed_id(self, source_ref: str | None, public_id: str, source_id: int) -> str | None:
         return (self.cipher.encrypt_text(source_ref, f"child:{public_id}:source:{source_id}")
@@ -601,13 +636,74 @@ def _sqlite_datetime(value: datetime) -> str:
     return _utc_naive(value).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def _tuple_tables(new_rows: list[PreparedRow], ids: list[int], links: list[tuple[Any, ...]],
+                  source_id: int, now: datetime, *, sqlite: bool) -> _Tables:
+    """New rows as tuples already in the driver's terms: the prepared part as
+    it came (dates as ISO text, which both databases read), the batch's
+    constants converted once here."""
+    stamp = _sqlite_datetime(now) if sqlite else _utc_naive(now)
+    no = 0 if sqlite else False
+    child_tail = (source_id, no, None, stamp, stamp)
+    supply_tail = (source_id, stamp)
+    children: list[tuple[Any, ...]] = []
+    supplies: list[tuple[Any, ...]] = []
+    settings: list[tuple[Any, ...]] = []
+    formers: list[tuple[Any, ...]] = []
+    for row, child_id in zip(new_rows, ids, strict=True):
+        children.append((child_id, identifier_for(child_id), *row.child, *child_tail))
+        supplies.append((child_id, *row.supply, *supply_tail))
+        if row.settings:
+            settings.extend((child_id, service, None, role, start, None, no, no, no, None,
+                             source_id, stamp) for service, role, start in row.settings)
+        if row.formers:
+            formers.extend((child_id, *former) for former in row.formers)
+    supplies.extend((*link, *supply_tail) for link in links)
+    return _tables(children, supplies, settings, formers)
+
+
+def _copy_text_tables(new_rows: list[PreparedRow], ids: list[int],
+                      links: list[tuple[Any, ...]], source_id: int, now: datetime) -> _Tables:
+    """New rows as lines of PostgreSQL's COPY text format: each row's id and
+    identifier, its prepared text (RowPreparer.copy_text) and the batch's
+    constants, joined. Passing COPY values one by one was the loader's
+    largest cost."""
+    stamp = str(_utc_naive(now))
+    child_tail = f"{source_id}\tf\t{NULL}\t{stamp}\t{stamp}\n"
+    supply_tail = f"{source_id}\t{stamp}\n"
+    children: list[str] = []
+    supplies: list[str] = []
+    settings: list[str] = []
+    formers: list[str] = []
+    for row, child_id in zip(new_rows, ids, strict=True):
+        children.append(f"{child_id}\t{identifier_for(child_id)}\t{row.child}\t{child_tail}")
+        supplies.append(f"{child_id}\t{row.supply}\t{supply_tail}")
+        if row.settings:
+            settings.extend(f"{child_id}\t{setting}\t{supply_tail}" for setting in row.settings)
+        if row.formers:
+            formers.extend(f"{child_id}\t{former}\n" for former in row.formers)
+    supplies.extend(f"{copy_line(link)}\t{supply_tail}" for link in links)
+    return _tables(children, supplies, settings, formers)
+
+
+_Tables = list[tuple[str, tuple[str, ...], list[Any]]]
+
+
+def _tables(children: list[Any], supplies: list[Any], settings: list[Any], formers: list[Any]
+            ) -> _Tables:
+    return [(Child.__tablename__, CHILD_COLUMNS, children),
+            (ChildSupply.__tablename__, _SUPPLY_COLUMNS, supplies),
+            (ChildInvolvement.__tablename__, _INVOLVEMENT_COLUMNS, settings),
+            (ChildFormerName.__tablename__, _FORMER_COLUMNS, formers)]
+
+
 def copy_rows(connection: Connection, table: str, columns: tuple[str, ...],
-              tuples: list[tuple[Any, ...]]) -> None:
+              rows: list[tuple[Any, ...]] | list[str]) -> None:
     """Insert many rows the fastest way each engine offers, inside the caller's
     transaction: COPY on PostgreSQL, the driver's executemany on SQLite. The
     values are already in the driver's terms (text dates, UTC timestamps):
     a million records is tens of millions of values, and going around
-    SQLAlchemy's per-value processing is what makes the load rate."""
+    SQLAlchemy's per-value processing is what makes the load rate. Rows given
+    as text are lines of COPY's text format, sent as they are (PostgreSQL only)."""
     names = ", ".join(columns)
     dialect = connection.dialect.name
     sqlite = dialect == "sqlite"
@@ -615,13 +711,16 @@ def copy_rows(connection: Connection, table: str, columns: tuple[str, ...],
         raw = connection.connection.driver_connection
         assert raw is not None
         with raw.cursor() as cursor, cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for values in tuples:
-                copy.write_row(values)
+            if rows and isinstance(rows[0], str):
+                copy.write("".join(rows))
+            else:
+                for values in rows:
+                    copy.write_row(values)
         return
     marks = ", ".join("?" if sqlite else "%s" for _ in columns)
     # table and column names are our own model's, never input
     statement = f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608
-    connection.exec_driver_sql(statement, tuples)
+    connection.exec_driver_sql(statement, rows)
 
 
 def deferred_index_statements(connection: Connection, tables: Iterable[str]

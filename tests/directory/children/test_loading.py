@@ -17,6 +17,7 @@ from directory.children.loading import read_rows
 from directory.children.models import (
     Child,
     ChildConflict,
+    ChildFormerName,
     ChildSupply,
     Gender,
     ReturnIntention,
@@ -299,3 +300,123 @@ def test_every_field_reads_back_as_supplied(kids: Kids, small_batches: None,
         other = unit.session.scalars(select(Child).where(Child.surname == "NameAB")).one()
         assert (other.retain_to_25, other.whereabouts, other.postcode_district,
                 other.return_intention) == (False, Whereabouts.CURRENT_ADDRESS, "NE1", None)
+
+
+# -- files read in blocks, parsed where they are prepared ---------------------------------
+
+
+def _file_rows_match_a_plain_read(path: Path, content: str) -> list[tuple[int, Any]]:
+    """What FileRows gives, block by block, is what one csv.reader over the
+    whole text gives: the same rows under the same numbers."""
+    from directory.children.loading import FileRows, csv_text_rows
+    by_blocks = list(FileRows(path))
+    assert by_blocks == list(csv_text_rows(content))
+    return by_blocks
+
+
+def test_blocks_end_where_rows_end_even_inside_quoted_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from directory.children import loading
+    from directory.children.loading import FileRows
+    monkeypatch.setattr(loading, "CHUNK", 3)
+    rows = [row(forename=f"Kid{chr(65 + n)}") for n in range(9)]
+    # A town over three lines (quoted, as spreadsheets write it), a blank
+    # line and a row of empty cells: each counts as a row number.
+    rows[1]["town"] = "North\nEast\nShire"
+    rows[6]["address_line2"] = 'The "Old" Mill, Lane\nEnd'
+    content = as_csv(rows)
+    lines = content.splitlines(keepends=True)
+    lines.insert(6, "\r\n")
+    lines.insert(8, "," * (len(COLUMNS) - 1) + "\r\n")
+    content = "".join(lines)
+    path = tmp_path / "kids.csv"
+    path.write_text(content, newline="")
+    found = _file_rows_match_a_plain_read(path, content)
+    assert [number for number, _ in found] == [2, 3, 4, 6, 8, 9, 10, 11, 12]
+    assert found[1][1]["town"] == "North\nEast\nShire"
+    blocks = list(FileRows(path).blocks())
+    # Cut after whole rows only: every block holds the rows its count says.
+    assert sum(b.count for b in blocks) == 11
+    assert [b.first_number for b in blocks] == [
+        2 + sum(b.count for b in blocks[:n]) for n in range(len(blocks))]
+    assert all(len(list(b.rows())) <= b.count for b in blocks)
+    assert blocks[0].raw(3)["town"] == "North\nEast\nShire"
+
+
+def test_a_stray_quote_is_read_as_the_csv_module_reads_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from directory.children import loading
+    monkeypatch.setattr(loading, "CHUNK", 2)
+    rows = [row(forename=f"Kid{chr(65 + n)}") for n in range(5)]
+    content = as_csv(rows).replace("KidB", 'Ki"dB', 1)  # a quote inside an unquoted field
+    path = tmp_path / "kids.csv"
+    path.write_text(content, newline="")
+    found = _file_rows_match_a_plain_read(path, content)
+    assert [number for number, _ in found] == [2, 3, 4, 5, 6]
+
+
+def test_json_lines_are_read_in_blocks_too(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from directory.children import loading
+    from directory.children.loading import FileRows
+    monkeypatch.setattr(loading, "CHUNK", 2)
+    path = tmp_path / "kids.jsonl"
+    path.write_text("\n".join([json.dumps(row(forename="Ann")), "", "[1]", "{bad",
+                               json.dumps(row(forename="Bea"))]) + "\n")
+    found = list(FileRows(path))
+    assert [(n, r.get("forename", r.get("__error__"))) for n, r in found] == [
+        (1, "Ann"), (3, "not an object"), (4, "not valid JSON (Expecting property name "
+                                             "enclosed in double quotes)"), (5, "Bea")]
+
+
+def test_a_file_through_workers_names_rows_as_the_file_numbers_them(
+        kids: Kids, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from directory.children import loading, preparing
+    monkeypatch.setattr(loading, "CHUNK", 4)
+    monkeypatch.setattr(preparing, "PARALLEL_FROM", 10)
+    monkeypatch.setattr(loading, "BATCH", 10)
+    rows = [row(forename="Kid", surname=f"Name{chr(65 + n // 26)}{chr(65 + n % 26)}",
+                source_scheme="local_id", source_id=f"L{n}") for n in range(30)]
+    rows[2]["town"] = "Two\nlines"  # rows after it are a line further down the file
+    rows[20]["postcode"] = "XX"
+    path = tmp_path / "kids.csv"
+
+    def load_file() -> loading.LoadReport:
+        path.write_text(as_csv(rows), newline="")
+        with kids.container.unit() as unit:
+            unit.child_loader.workers = 1
+            report = unit.child_loader.load(OPERATOR, read_rows(path)[0], source_code="ORG001",
+                                            file_label="kids.csv")
+            unit.commit()
+            return report
+
+    with pytest.raises(InvalidInput) as refused:
+        load_file()
+    assert [(p.row, p.field) for p in refused.value.problems] == [(22, "postcode")]
+    rows[20]["postcode"] = "NE1 4AB"
+    assert load_file().created == 30
+    # A changed row in a re-run is read back from its block to be written.
+    rows[25]["forename"] = "Kidd"
+    report = load_file()
+    assert (report.updated, report.unchanged) == (1, 29)
+    assert kids.child("NameAZ").forename == "Kidd"
+
+
+def test_names_with_backslashes_read_back_as_supplied(kids: Kids) -> None:
+    """PostgreSQL's COPY text format gives a backslash meaning: the loader
+    escapes one in a name (and former names), on either database."""
+    kids.load([row(forename="Ann\\Marie", surname="O\\Brien",
+                   former_names="Ann\\Marie Smith\\Jones")])
+    child = kids.child("O\\Brien")
+    assert (child.forename, child.surname) == ("Ann\\Marie", "O\\Brien")
+    with kids.container.unit() as unit:
+        former = unit.session.execute(select(ChildFormerName.forename,
+                                             ChildFormerName.surname)).one()
+    assert tuple(former) == ("Ann\\Marie", "Smith\\Jones")
+
+
+def test_copy_text_fields() -> None:
+    from directory.children.preparing import copy_field, copy_line
+    assert [copy_field(v) for v in (None, True, False, 7, "plain", "a\\b\tc\nd\re")] == [
+        "\\N", "t", "f", "7", "plain", "a\\\\b\\tc\\nd\\re"]
+    assert copy_line((1, None, "x\ty")) == "1\t\\N\tx\\ty"

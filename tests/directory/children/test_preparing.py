@@ -26,6 +26,7 @@ from directory.children.preparing import (
     PreparedRow,
     RowPreparer,
     RowProblems,
+    in_chunks,
     prepared_rows,
     time_ordered_uuid,
 )
@@ -82,7 +83,9 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _through_workers(rows: list[tuple[int, dict[str, Any]]], preparer: RowPreparer,
                      workers: int) -> list[tuple[Prepared, Mapping[str, Any]]]:
-    found = list(prepared_rows(rows, preparer, workers))
+    """Each row prepared, with the row as supplied that its chunk gives back."""
+    found = [(prepared, chunk.raw(prepared.number))
+             for prepared, chunk in prepared_rows(in_chunks(rows), preparer, workers)]
     assert multiprocessing.active_children() == []  # the pool is gone afterwards
     return found
 
@@ -116,8 +119,8 @@ def test_small_files_and_no_workers_stay_in_this_process(
 
     monkeypatch.setattr(preparing, "ProcessPoolExecutor", no_pool)
     preparer = _preparer()
-    assert len(list(prepared_rows(_rows(30)[:9], preparer, workers=1))) == 9
-    assert len(list(prepared_rows(_rows(30), preparer, workers=0))) == 30
+    assert len(list(prepared_rows(in_chunks(_rows(30)[:9]), preparer, workers=1))) == 9
+    assert len(list(prepared_rows(in_chunks(_rows(30)), preparer, workers=0))) == 30
 
 
 @pytest.mark.parametrize(("cores", "workers"), [(1, 1), (2, 1), (3, 2), (16, 4)])
