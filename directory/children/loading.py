@@ -69,7 +69,7 @@ from directory.children.preparing import (
     involvements,
     prepared_rows,
 )
-from directory.children.rules import identifier_for, name_key
+from directory.children.rules import identifiers_for, name_key
 from directory.models import Organisation, OrganisationKind, Role
 from directory.service import Principal
 from directory.services_models import Service
@@ -649,8 +649,8 @@ def _tuple_tables(new_rows: list[PreparedRow], ids: list[int], links: list[tuple
     supplies: list[tuple[Any, ...]] = []
     settings: list[tuple[Any, ...]] = []
     formers: list[tuple[Any, ...]] = []
-    for row, child_id in zip(new_rows, ids, strict=True):
-        children.append((child_id, identifier_for(child_id), *row.child, *child_tail))
+    for row, child_id, identifier in zip(new_rows, ids, identifiers_for(ids), strict=True):
+        children.append((child_id, identifier, *row.child, *child_tail))
         supplies.append((child_id, *row.supply, *supply_tail))
         if row.settings:
             settings.extend((child_id, service, None, role, start, None, no, no, no, None,
@@ -674,8 +674,8 @@ def _copy_text_tables(new_rows: list[PreparedRow], ids: list[int],
     supplies: list[str] = []
     settings: list[str] = []
     formers: list[str] = []
-    for row, child_id in zip(new_rows, ids, strict=True):
-        children.append(f"{child_id}\t{identifier_for(child_id)}\t{row.child}\t{child_tail}")
+    for row, child_id, identifier in zip(new_rows, ids, identifiers_for(ids), strict=True):
+        children.append(f"{child_id}\t{identifier}\t{row.child}\t{child_tail}")
         supplies.append(f"{child_id}\t{row.supply}\t{supply_tail}")
         if row.settings:
             settings.extend(f"{child_id}\t{setting}\t{supply_tail}" for setting in row.settings)

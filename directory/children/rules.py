@@ -3,6 +3,7 @@ search compares, the directory's identifier, and retention dates."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from datetime import date
@@ -41,6 +42,31 @@ def identifier_for(row_id: int) -> str:
     """The directory's number for a child: ten digits and a check digit."""
     body = f"{(row_id * _MULTIPLIER + _OFFSET) % _MODULUS:010d}"
     return body + str(_check_digit(body))
+
+
+def identifiers_for(row_ids: list[int]) -> list[str]:
+    """`identifier_for` of each id, for a load's thousands at a time: the
+    check digit from two tables of weighted digit sums (the body's first and
+    last five digits), which the first call builds (a fifth of a second)."""
+    high, low = _half_sums()
+    found = []
+    for row_id in row_ids:
+        body = (row_id * _MULTIPLIER + _OFFSET) % _MODULUS
+        first, last = divmod(body, 100_000)
+        found.append(f"{body:010d}{(11 - (high[first] + low[last]) % 11) % 10}")
+    return found
+
+
+@functools.cache
+def _half_sums() -> tuple[list[int], list[int]]:
+    """Weighted digit sums of every five-digit number under the first five
+    weights (11 to 7) and the last five (6 to 2)."""
+    def sums(weights: tuple[int, ...]) -> list[int]:
+        totals = [0]
+        for weight in weights:  # the first digit's first: index = the number
+            totals = [total + digit * weight for total in totals for digit in range(10)]
+        return totals
+    return sums(_WEIGHTS[:5]), sums(_WEIGHTS[5:])
 
 
 _WEIGHTS = tuple(range(11, 1, -1))

@@ -9,6 +9,7 @@ import pytest
 from directory.children.rules import (
     district_key,
     identifier_for,
+    identifiers_for,
     months_after,
     name_key,
     valid_identifier,
@@ -60,3 +61,14 @@ def test_identifiers_keep_their_values_and_refuse_other_digits() -> None:
     assert valid_identifier("19403377224")
     assert not valid_identifier("1940337722\u0664")  # an Arabic-Indic 4
     assert not valid_identifier("1940337722\u00b2")  # a superscript 2
+
+
+def test_a_load_s_identifiers_are_those_one_at_a_time_would_be() -> None:
+    """The loader makes identifiers from tables of digit sums: the same
+    digits, check digit included, as identifier_for, for every body the
+    check digit can come from."""
+    ids = [*range(1, 20_001), 99_999, 100_000, 123456789, 10**10 - 1, 10**10, 3 * 10**10 + 7]
+    made = identifiers_for(ids)
+    assert made == [identifier_for(n) for n in ids]
+    assert {m[10] for m in made} == set("0123456789")
+    assert identifiers_for([]) == []
