@@ -198,6 +198,9 @@ def configure_logging(
         logging.getLogger().setLevel(number)
     # The development server's own request lines carry query strings; ours do not.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # Authlib logs only at DEBUG, and quotes what it issues ("Issue token {'access_token':
+    # ...}"): a DEBUG level for our own lines must not write out every token.
+    logging.getLogger("authlib").setLevel(logging.INFO)
     _configured = True
 
 
