@@ -11,9 +11,11 @@ secret is replaced before it is written.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
+import threading
 import traceback
 from typing import Any, TextIO
 
@@ -30,7 +32,12 @@ SENSITIVE = re.compile(
 NOT_SENSITIVE = frozenset({"status_code", "error_id", "request_id", "event", "level", "logger"})
 REDACTED = "[redacted]"
 _OURS = "_contactpoint_handler"
+_COPY = "_contactpoint_copy"
+# The standard library's loggers of our own code (a `tee` takes them at its level).
+OWN_PACKAGES = ("core", "directory", "tokens", "vetting", "idp")
 _configured = False
+# The root logger's level before `configure_logging` set it, for `unconfigure`.
+_root_level: int | None = None
 
 
 def redact(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
@@ -76,10 +83,18 @@ def safe_exc_info(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
 class _Output:
     """Where every line goes: stderr as it is at the moment of writing (test
     runners swap it), or a stream given to `configure_logging`. One object, so
-    that loggers made before a reconfiguration follow it."""
+    that loggers made before a reconfiguration follow it.
+
+    A copy (see `tee`) takes our own lines from its own level up, while the
+    output keeps the configured level: a test run can keep its DEBUG lines
+    without changing what the tests themselves see."""
 
     def __init__(self) -> None:
         self.stream: TextIO | None = None
+        self.level = logging.INFO
+        self.copy: TextIO | None = None
+        self.copy_level = logging.DEBUG
+        self.lock = threading.RLock()
 
     def write(self, text: str) -> int:
         return (self.stream or sys.stderr).write(text)
@@ -87,8 +102,40 @@ class _Output:
     def flush(self) -> None:
         (self.stream or sys.stderr).flush()
 
+    def line(self, level: int, message: str) -> None:
+        text = message + "\n"
+        copy = self.copy
+        if copy is not None and level >= self.copy_level:
+            with self.lock:  # the live servers of the tests log from their own threads
+                copy.write(text)
+        if level >= self.level:
+            self.write(text)
+            self.flush()
+
+    def lowest_level(self) -> int:
+        return min(self.level, self.copy_level) if self.copy is not None else self.level
+
 
 _OUTPUT = _Output()
+
+
+class _LineLogger:
+    """What structlog hands a rendered line to: it calls the method named for
+    the event's level, so the level decides where the line goes."""
+
+    def __init__(self, output: _Output) -> None:
+        self.debug = functools.partial(output.line, logging.DEBUG)
+        self.info = functools.partial(output.line, logging.INFO)
+        self.warning = functools.partial(output.line, logging.WARNING)
+        self.error = functools.partial(output.line, logging.ERROR)
+        self.critical = functools.partial(output.line, logging.CRITICAL)
+
+
+_LINES = _LineLogger(_OUTPUT)
+
+
+def _line_logger(*_args: Any) -> _LineLogger:
+    return _LINES
 
 
 def _shared_processors() -> list[Processor]:
@@ -129,24 +176,31 @@ def configure_logging(
     microseconds a line); the standard library's records go through one
     handler on the root logger to the same output, in the same shape (unless
     `root` is false: the host process has its own logging set up)."""
-    global _configured
+    global _configured, _root_level
     _OUTPUT.stream = stream
     number = logging.getLevelName(level.upper())
+    _OUTPUT.level = number
     structlog.configure(
         processors=[_logger_name, *_shared_processors(), safe_exc_info, _renderer(log_format)],
-        wrapper_class=structlog.make_filtering_bound_logger(number),
-        logger_factory=structlog.WriteLoggerFactory(file=_OUTPUT),  # type: ignore[arg-type]
+        wrapper_class=structlog.make_filtering_bound_logger(_OUTPUT.lowest_level()),
+        logger_factory=_line_logger,
         cache_logger_on_first_use=False,
     )
     _remove_root_handler()
     if root:
         handler = logging.StreamHandler(_OUTPUT)
+        handler.setLevel(number)  # a `tee` may let lower records through our loggers
         handler.setFormatter(formatter(log_format))
         setattr(handler, _OURS, True)
+        if _root_level is None:
+            _root_level = logging.getLogger().level
         logging.getLogger().addHandler(handler)
         logging.getLogger().setLevel(number)
     # The development server's own request lines carry query strings; ours do not.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # Authlib logs only at DEBUG, and quotes what it issues ("Issue token {'access_token':
+    # ...}"): a DEBUG level for our own lines must not write out every token.
+    logging.getLogger("authlib").setLevel(logging.INFO)
     _configured = True
 
 
@@ -158,11 +212,55 @@ def _remove_root_handler() -> None:
 
 
 def unconfigure() -> None:
-    """Back to no configuration of ours (tests that configured it on purpose)."""
-    global _configured
+    """Back to no configuration of ours (tests that configured it on purpose),
+    the root logger's level included: otherwise every library's DEBUG records
+    would go on reaching the handlers left on it. A copy (`tee`) stays."""
+    global _configured, _root_level
     _remove_root_handler()
+    if _root_level is not None:
+        logging.getLogger().setLevel(_root_level)
+        _root_level = None
     _OUTPUT.stream = None
+    _OUTPUT.level = logging.INFO
     _configured = False
+
+
+def tee(stream: TextIO | None, level: str = "DEBUG") -> None:
+    """Write every line also to `stream`, from `level` up, until called with
+    None: our own structlog events, and the standard library's records (ours
+    from `level` up, others' from the root logger's level up), whatever
+    `configure_logging` and `unconfigure` do meanwhile. The tests keep the
+    lines of a whole run this way, to look for the secrets they used."""
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if getattr(existing, _COPY, False):
+            root.removeHandler(existing)
+    number = logging.getLevelName(level.upper())
+    _OUTPUT.copy, _OUTPUT.copy_level = stream, number
+    for package in OWN_PACKAGES:
+        logging.getLogger(package).setLevel(number if stream is not None else logging.NOTSET)
+    if stream is not None:
+        handler = _LockedStreamHandler(stream, _OUTPUT.lock)
+        handler.setLevel(number)
+        handler.setFormatter(formatter("json"))
+        setattr(handler, _COPY, True)
+        root.addHandler(handler)
+    if _configured:
+        structlog.configure(
+            wrapper_class=structlog.make_filtering_bound_logger(_OUTPUT.lowest_level()))
+
+
+class _LockedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler that shares the copy's lock with structlog's lines, so a line
+    from each never interleave in the one file."""
+
+    def __init__(self, stream: TextIO, lock: threading.RLock) -> None:
+        super().__init__(stream)
+        self.shared = lock
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.shared:
+            super().emit(record)
 
 
 def configure_once(settings: Settings) -> None:

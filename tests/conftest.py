@@ -21,14 +21,21 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 from core.clock import FrozenClock
 from core.db import make_engine
 from core.settings import InstanceSecrets, Settings, load_settings
+from idp import logs
 from idp.container import Container, Unit
 from idp.database import scratch_database, upgrade
 from idp.models import Base
 from tests.factories import World
+from tests.runlog import RUN, RunLog
 
 PG_ADMIN_URL = os.environ.get("CONTACTPOINT_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 FAST_ARGON2 = {"memory_kib": 1024, "time_cost": 1, "parallelism": 1}
+
+
+# Whether this session collected the whole suite, for the test that checks its logs.
+WHOLE_RUN = pytest.StashKey[bool]()
+_DESELECTED = pytest.StashKey[int]()
 
 
 def need(condition: bool, reason: str) -> None:
@@ -37,6 +44,40 @@ def need(condition: bool, reason: str) -> None:
         if IN_CI:
             pytest.fail(f"required under CI=true: {reason}")
         pytest.skip(reason)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    if items:
+        config = items[0].config
+        config.stash[_DESELECTED] = config.stash.get(_DESELECTED, 0) + len(items)
+
+
+@pytest.hookimpl(trylast=True)  # after -k, -m and --lf have deselected theirs
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `runs_last` go to the end: they read what the others left."""
+    last = [item for item in items if item.get_closest_marker("runs_last")]
+    items[:] = [item for item in items if item not in last] + last
+    suite = Path(__file__).parent
+    named = [Path(arg.split("::")[0]).resolve() for arg in config.args]
+    covered = config.args_source == pytest.Config.ArgsSource.TESTPATHS or all(
+        "::" not in arg and (path == suite or path in suite.parents)
+        for arg, path in zip(config.args, named, strict=True))
+    config.stash[WHOLE_RUN] = covered and not config.stash.get(_DESELECTED, 0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunLog]:
+    """Every line our code logs in this run, kept in one file as well as
+    written where it goes (see tests/runlog.py)."""
+    run = RunLog(tmp_path_factory.mktemp("run-log"))
+    logs.tee(run.stream)
+    RUN.append(run)
+    try:
+        yield run
+    finally:
+        RUN.remove(run)
+        logs.tee(None)
+        run.close()
 
 
 @pytest.fixture(scope="session")

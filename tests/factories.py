@@ -16,6 +16,7 @@ from core.audit import AuditContext
 from directory.models import Organisation, OrganisationKind, Person, PersonStatus, Position, Role
 from directory.service import Principal, principal_for
 from idp.container import Container, Unit
+from tests.runlog import remember
 from tokens.attempts import Client
 from tokens.models import PasswordCredential, PinCredential, TokenState
 from tokens.signin import SignedIn
@@ -39,7 +40,9 @@ class Member:
         """The code the person's app shows now (by the container's clock)."""
         period = container.settings.totp.period_seconds
         at = container.clock.now().timestamp() + offset_steps * period
-        return pyotp.TOTP(self.totp_secret, interval=period).at(int(at))
+        code = pyotp.TOTP(self.totp_secret, interval=period).at(int(at))
+        remember("TOTP code", code)
+        return code
 
 
 class World:
@@ -107,6 +110,9 @@ class World:
         token.activated_at = now
         if commit:  # many at once (load tests): the caller commits them together
             u.commit()
+        remember("password", password)
+        remember("PIN", pin)
+        remember("TOTP secret", secret)
         return Member(person, password, pin, secret)
 
     def newcomer(
@@ -173,9 +179,8 @@ def sign_in(
             member.password if password is None else password,
             client,
         )
-        return unit.signin.complete(
-            flow,
-            member.totp(container) if code is None else code,
-            member.pin if pin is None else pin,
-            client,
-        )
+        code = member.totp(container) if code is None else code
+        remember("TOTP code", code)  # a wrong one too
+        signed_in = unit.signin.complete(flow, code, member.pin if pin is None else pin, client)
+        remember("session token", signed_in.token)
+        return signed_in

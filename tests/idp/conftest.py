@@ -21,6 +21,7 @@ from idp.app import create_app
 from idp.container import Container
 from tests.conftest import make_settings
 from tests.factories import Member
+from tests.runlog import remember_cookies, remember_form
 
 CSRF = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
@@ -118,7 +119,10 @@ class Browser:
         fields: dict[str, Any] = {"csrf_token": token}
         if prefix:
             fields[f"{prefix}-csrf_token"] = token
-        return self.client.post(path, data={**fields, **data})
+        remember_form({**fields, **data})
+        response = self.client.post(path, data={**fields, **data})
+        remember_cookies((c.key, c.value) for c in self.client._cookies.values())
+        return response
 
     def sign_in(self, member: Member, container: Container, *, code: str | None = None,
                 pin: str | None = None):  # type: ignore[no-untyped-def]

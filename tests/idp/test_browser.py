@@ -19,6 +19,7 @@ import pytest
 
 from idp.demo import DEMO_PEOPLE
 from tests.conftest import need
+from tests.runlog import keep_command_output, keep_server_log, remember
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -62,10 +63,12 @@ class Server:
         done = subprocess.run(
             [str(CONTACTPOINT), *args], env=self.env, capture_output=True, text=True, timeout=60
         )
+        keep_command_output(args[0], done.stderr)
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
     def start(self) -> None:
+        keep_server_log(self.log)
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 [str(CONTACTPOINT), "run", "--port", str(self.port)],
@@ -111,6 +114,10 @@ def _demo_secrets(output: str) -> dict[str, str]:
         if words and words[0] in wanted:
             found[words[0]] = words[-1]
     assert found.keys() == wanted, output
+    for person in DEMO_PEOPLE:
+        remember("password", person.password)
+        remember("PIN", person.pin)
+    remember("TOTP secret", *found.values())
     return found
 
 
@@ -189,6 +196,7 @@ def test_an_officer_clears_an_application_and_the_newcomer_activates_and_signs_i
             username = re.search(r"Username: (\S+)", letter)
             code = re.search(r"Activation code: (\S+)", letter)
             assert username and code, letter
+            remember("activation code", code.group(1))
 
             newcomer_context = chromium.new_context()
             page = newcomer_context.new_page()

@@ -26,6 +26,7 @@ from tests.idp.conftest import (
     text_of,
     totp_secret_on,
 )
+from tests.runlog import remember
 from tests.vetting.test_staff_import import proposal
 from tokens.errors import ActivationFailed
 from vetting.models import Application, ApplicationState, IdentityCheck
@@ -143,6 +144,7 @@ def _letter(world: World) -> tuple[str, str]:
     username = re.search(r"Username: (\S+)", body)
     code = re.search(r"Activation code: (\S+)", body)
     assert username and code
+    remember("activation code", code.group(1))
     return username.group(1), code.group(1)
 
 

@@ -50,6 +50,7 @@ from tests.conftest import make_settings, need
 from tests.factories import Member, World
 from tests.idp.conftest import CSRF
 from tests.idp.test_serve import BIN, Node, _workers, server_env, start_node, unused_port
+from tests.runlog import keep_command_output
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # No request may take longer than this, outage or not: the pool's connect and
@@ -279,6 +280,7 @@ def assert_recorded(container: Container, signed_in: list[tuple[Member, float]])
 def audit_verify(env: dict[str, str]) -> str:
     done = subprocess.run([str(BIN / "contactpoint"), "audit", "verify"], env=env,
                           capture_output=True, text=True, timeout=120)
+    keep_command_output("audit-verify", done.stderr)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

@@ -158,3 +158,15 @@ def test_values_under_secret_names_are_redacted(captured: io.StringIO) -> None:
     assert line["password"] == line["pin"] == line["totp_code"] == "[redacted]"
     assert line["session_token"] == "[redacted]"
     assert line["status_code"] == 401 and line["username"] == "priya.p"
+
+
+def test_authlib_does_not_write_the_tokens_it_issues_even_at_debug(
+    captured: io.StringIO,
+) -> None:
+    """Authlib logs only at DEBUG, and quotes each token it issues."""
+    issued = {"access_token": "eyJhbGciOiJFUzI1NiJ9.issued.token", "token_type": "Bearer"}
+    logging.getLogger("authlib.oauth2.rfc6749.grants.authorization_code").debug(
+        "Issue token %r to %r", issued, "client")
+    logs.get_logger("contactpoint.test").debug("probe")
+    assert "probe" in captured.getvalue()
+    assert issued["access_token"] not in captured.getvalue()

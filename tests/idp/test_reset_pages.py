@@ -16,6 +16,7 @@ from directory.models import Role
 from idp.container import Container
 from tests.factories import Member, World
 from tests.idp.conftest import Browser, main_of, text_of
+from tests.runlog import remember
 from tokens.resets import ResetFailed
 
 NEW_PIN = "735104"
@@ -45,6 +46,7 @@ def printed_code(container: Container, letter_id: int) -> str:
         unit.commit()
     found = CODE_LINE.search(body)
     assert found, body
+    remember("letter code", found.group(1))
     return found.group(1)
 
 

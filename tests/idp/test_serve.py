@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.runlog import keep_command_output, keep_server_log
+
 BIN = Path(sys.executable).parent
 
 
@@ -77,6 +79,7 @@ def start_node(env: dict[str, str], log: Path, *args: str, port: int | None = No
             env=env, stdout=handle, stderr=subprocess.STDOUT,
         )
     node = Node(port, process, log)
+    keep_server_log(log)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -93,6 +96,7 @@ def start_node(env: dict[str, str], log: Path, *args: str, port: int | None = No
 def migrate(env: dict[str, str]) -> None:
     done = subprocess.run([str(BIN / "contactpoint"), "db", "upgrade"], env=env,
                           capture_output=True, text=True, timeout=120)
+    keep_command_output("db-upgrade", done.stderr)
     assert done.returncode == 0, done.stderr
 
 

@@ -28,6 +28,7 @@ from tests.conftest import PG_ADMIN_URL, make_settings, need
 from tests.factories import Member, World
 from tests.idp.conftest import CSRF
 from tests.idp.test_serve import Node, server_env, start_node
+from tests.runlog import remember_cookies, remember_form
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -67,9 +68,10 @@ class HttpBrowser:
         _status, _headers, html = self.open(node, "GET", page or path)
         match = CSRF.search(html)
         assert match, f"no CSRF token on {page or path}"
-        status, _h, _t = self.open(
-            node, "POST", path, {"csrf_token": match.group(1) or match.group(2), **fields}
-        )
+        posted = {"csrf_token": match.group(1) or match.group(2), **fields}
+        remember_form(posted)
+        status, _h, _t = self.open(node, "POST", path, posted)
+        remember_cookies(self.cookies.items())
         return status
 
     def sign_in(self, first: Node, second: Node, member: Member, code: str) -> int:

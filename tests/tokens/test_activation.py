@@ -15,6 +15,7 @@ from core.errors import InvalidInput
 from directory.models import Accreditation, Organisation, Person, PersonStatus
 from idp.container import Container
 from tests.factories import Member, World, sign_in
+from tests.runlog import remember
 from tokens.activation import PendingToken
 from tokens.attempts import Client
 from tokens.errors import ActivationFailed, FlowExpired, TooManyAttempts, WeakSecret
@@ -29,6 +30,7 @@ def issue(container: Container, person: Person) -> str:
     with container.unit() as unit:
         code = unit.activation.issue_code(unit.directory.person(person.id))
         unit.commit()
+        remember("activation code", code)
         return code
 
 

@@ -18,6 +18,7 @@ from core.outbox import Letter
 from directory.models import Organisation, PersonStatus, Role
 from idp.container import Container
 from tests.factories import Member, World, sign_in
+from tests.runlog import remember
 from tokens.attempts import Client, guard_for
 from tokens.errors import FlowExpired, SignInFailed, TooManyAttempts, WeakSecret
 from tokens.models import AuthenticatorPolicy, Flow, LetterCode, SignInGuard
@@ -45,6 +46,7 @@ def code_in(container: Container, letter_id: int) -> str:
         unit.commit()
     found = CODE_LINE.search(body)
     assert found, body
+    remember("letter code", found.group(1))
     return found.group(1)
 
 

@@ -22,6 +22,7 @@ from directory.service import Grant, Principal
 from directory.services_models import Service
 from idp.container import Container
 from tests.factories import Member, World
+from tests.runlog import remember_child
 
 OPERATOR = Principal(0, "cli:test", (Grant(0, Role.PLATFORM_ADMIN),))
 REASON = Reason("child_protection", "Referral from school nurse, case 1234")
@@ -37,6 +38,7 @@ def row(**values: Any) -> dict[str, Any]:
         "carer1_phone": "07700 900123",
     })
     base.update({k: str(v) for k, v in values.items()})
+    remember_child(base)
     return base
 
 

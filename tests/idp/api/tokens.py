@@ -23,6 +23,7 @@ from idp.oidc.clients import Registration
 from tests.factories import Member, World
 from tests.idp.conftest import Browser
 from tests.idp.oidc.helpers import DPoPKey
+from tests.runlog import remember, remember_form
 
 CALLBACK = "https://rp.example.org/callback"
 
@@ -48,6 +49,7 @@ def register(world: World, organisation: Organisation, by: Member, approver: Mem
                                      "checked")
     unit.commit()
     assert secret is not None
+    remember("client secret", secret)
     return App(client.client_id, secret)
 
 
@@ -61,6 +63,7 @@ def client_token(flask_app: Flask, app: App, scope: str = "admin", **extra: str)
         "/oauth2/token", headers=basic(app),
         data={"grant_type": "client_credentials", "scope": scope, **extra})
     assert answer.status_code == 200, answer.get_data(as_text=True)
+    remember("access token", answer.get_json()["access_token"])
     return str(answer.get_json()["access_token"])
 
 
@@ -86,6 +89,7 @@ def person_token(flask_app: Flask, container: Container, clock: FrozenClock, mem
     location = answer.headers["Location"]
     assert location.startswith(CALLBACK), location
     code = parse_qs(urlsplit(location).query)["code"][0]
+    remember_form({"code": code, "code_verifier": verifier})
     headers = basic(app)
     if dpop is not None:
         issuer = flask_app.extensions["contactpoint_oidc"].issuer
@@ -96,6 +100,7 @@ def person_token(flask_app: Flask, container: Container, clock: FrozenClock, mem
         data={"grant_type": "authorization_code", "code": code, "redirect_uri": CALLBACK,
               "code_verifier": verifier})
     assert token.status_code == 200, token.get_data(as_text=True)
+    remember("access token", token.get_json()["access_token"])
     return str(token.get_json()["access_token"])
 
 

@@ -40,6 +40,7 @@ from tests.conftest import make_settings
 from tests.factories import Member, World
 from tests.idp.oidc import conftest as provider_tests
 from tests.idp.oidc.conftest import Person, free_port
+from tests.runlog import remember, remember_cookies, remember_form
 
 # The service under test, on its loopback port, as the provider tests run it.
 clock, live, port, settings = (
@@ -129,6 +130,7 @@ def register_downstream(world: World, admin: Member, platform: Member, port: int
     unit.clients.set_first_party(world.principal(platform), client.client_id, True,
                                  "federation test")
     unit.commit()
+    remember("client secret", secret)
     return client.client_id, secret
 
 
@@ -209,7 +211,11 @@ class Browser:
         assert shown.status_code == 200, shown.text[:500]
         token = CSRF.search(shown.text)
         assert token, "no CSRF token"
-        return self.http.post(path, data={"csrf_token": unescape(token.group(1)), **fields})
+        posted = {"csrf_token": unescape(token.group(1)), **fields}
+        remember_form(posted)
+        answer = self.http.post(path, data=posted)
+        remember_cookies((c.name, c.value) for c in self.http.cookies.jar)
+        return answer
 
     def sign_in(self, member: Member) -> httpx.Response:
         first = self.form("/sign-in", {"username": member.username,

@@ -31,6 +31,7 @@ from idp.oidc.clients import Registration
 from idp.oidc.models import ClientKind
 from tests.conftest import make_settings
 from tests.factories import Member, World
+from tests.runlog import remember, remember_cookies, remember_form
 
 CALLBACK = "https://rp.example.org/callback"
 CSRF = re.compile(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"')
@@ -105,6 +106,7 @@ class Cast:
             unit.clients.set_first_party(self.world.principal(self.platform), client.client_id,
                                          True, "its own sign-in")
         unit.commit()
+        remember("client secret", secret)
         made = Registered(client.client_id, secret, self.organisation)
         self.registered.append(made)
         return made
@@ -140,7 +142,11 @@ class Person:
         assert page.status_code == 200, page.text[:500]
         token = CSRF.search(page.text)
         assert token, "no CSRF token"
-        return self.http.post(path, data={"csrf_token": unescape(token.group(1)), **fields})
+        posted = {"csrf_token": unescape(token.group(1)), **fields}
+        remember_form(posted)
+        answer = self.http.post(path, data=posted)
+        remember_cookies((c.name, c.value) for c in self.http.cookies.jar)
+        return answer
 
     def sign_in(self, code: str | None = None) -> httpx.Response:
         first = self._form("/sign-in", {"username": self.member.username,
@@ -155,6 +161,7 @@ class Person:
         target = url
         for _ in range(max_hops):
             if not target.startswith(self.base):
+                remember_form(query_of(target))  # the code for the relying party
                 return target
             response = self.http.get(target)
             if response.status_code in (302, 303):
@@ -174,6 +181,7 @@ class Person:
                 assert token
                 fields["csrf_token"] = unescape(token.group(1))
                 fields["decision"] = consent
+                remember_form(fields)
                 answer = self.http.post("/oauth2/authorize", data=fields)
                 assert answer.status_code in (302, 303), answer.text[:500]
                 target = urljoin(self.base, answer.headers["Location"])

@@ -16,11 +16,29 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
 
 from tests.idp.oidc.conftest import CALLBACK
+from tests.runlog import remember
+
+
+class RelyingParty(OAuth2Client):  # type: ignore[misc]
+    """Authlib's client, remembering the tokens it is given (tests/runlog.py)."""
+
+    def fetch_token(self, *args: Any, **kwargs: Any) -> Any:
+        return _remembered(super().fetch_token(*args, **kwargs))
+
+    def refresh_token(self, *args: Any, **kwargs: Any) -> Any:
+        return _remembered(super().refresh_token(*args, **kwargs))
+
+
+def _remembered(token: Any) -> Any:
+    remember("access token", token.get("access_token"))
+    remember("refresh token", token.get("refresh_token"))
+    remember("ID token", token.get("id_token"))
+    return token
 
 
 def relying_party(base: str, client_id: str, secret: str | None, scope: str = "openid profile",
                   **extra: Any) -> OAuth2Client:
-    return OAuth2Client(client_id, secret, scope=scope, redirect_uri=CALLBACK,
+    return RelyingParty(client_id, secret, scope=scope, redirect_uri=CALLBACK,
                         code_challenge_method="S256",
                         token_endpoint_auth_method="client_secret_basic", **extra)
 
@@ -29,6 +47,8 @@ def start(rp: OAuth2Client, base: str, **params: Any) -> tuple[str, str, str]:
     """An authorization URL with PKCE and a nonce; (url, verifier, nonce)."""
     verifier = generate_token(48)
     nonce = generate_token(16)
+    remember("PKCE verifier", verifier)
+    remember("nonce", nonce)
     url, _state = rp.create_authorization_url(f"{base}/oauth2/authorize",
                                               code_verifier=verifier, nonce=nonce, **params)
     return url, verifier, nonce
