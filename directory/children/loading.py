@@ -11,11 +11,11 @@ clear). What the body last sent is kept as a digest, so a re-run of the same
 file writes nothing. Data that disagrees with a record another body supplied
 goes to the responsible local authority team's queue, not over the top.
 
-Checking, keying and sealing a row (directory.children.preparing) needs no
-database; for a large file it runs in worker processes while this process
-matches and writes, and the rows come back in file order, so everything that
-depends on order (the same child twice, where writing stops) is decided here
-as before.
+Parsing, checking, keying and sealing a row (directory.children.preparing)
+needs no database; for a large file it runs in worker processes, which are
+handed the file as blocks of text (FileRows), while this process matches and
+writes, and the rows come back in file order, so everything that depends on
+order (the same child twice, where writing stops) is decided here as before.
 """
 
 from __future__ import annotations

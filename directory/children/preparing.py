@@ -1,5 +1,7 @@
 """What a load does to a supplied row before the database is involved:
-checking it, working out its keyed digests and sealing its hidden fields.
+parsing it (from a block of the file's text), checking it, working out its
+keyed digests and sealing its hidden fields; on PostgreSQL also writing its
+columns as COPY text.
 
 Kept apart from the loader (loading.ChildLoader), which matches and writes,
 because this is most of a load's CPU and needs nothing but the row, a few
