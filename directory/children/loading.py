@@ -412,12 +412,18 @@ class ChildLoader:
             for child in self.session.scalars(select(Child).where(
                     Child.match_key.in_(list(rest)), Child.archived_on.is_(None))):
                 matched[rest[child.match_key].number] = child
+        linked: dict[int, ChildSupply] = {}  # child id -> this body's supply of it
+        if matched:
+            linked = {s.child_id: s for s in self.session.scalars(select(ChildSupply).where(
+                ChildSupply.organisation_id == source_id,
+                ChildSupply.child_id.in_([c.id for c in matched.values()])))}
+            self._unmatch_other_identifiers(batch, matched, linked)
         new_rows = [r for r, _ in batch if r.number not in supplies and r.number not in matched]
         ids = self._allocate(len(new_rows)) if new_rows else []
         report.created += len(new_rows)
         # Rows that found a record: (child id, scheme, sealed id, id digest,
         # content digest) of each supply to add.
-        links = (self._apply_matches(batch, supplies, matched, source_id, now, report)
+        links = (self._apply_matches(batch, supplies, matched, linked, source_id, now, report)
                  if supplies or matched else [])
         self.session.flush()
         connection = self.session.connection()
@@ -430,17 +436,31 @@ class ChildLoader:
             if rows:
                 copy_rows(connection, table, columns, rows)
 
+    @staticmethod
+    def _unmatch_other_identifiers(batch: list[tuple[PreparedRow, Chunk]],
+                                   matched: dict[int, Child],
+                                   linked: dict[int, ChildSupply]) -> None:
+        """A row found by name, date of birth and postcode is not that record
+        when the same body already holds the record under another identifier:
+        by the body's own account they are two children (two without an
+        address, say, who share a name and birthday). Without this the second
+        became the first when an earlier batch or load had written it, and
+        stayed apart when both were in one batch."""
+        for row, _chunk in batch:
+            child = matched.get(row.number)
+            known = linked.get(child.id) if child is not None else None
+            if (known is not None and known.id_digest is not None and row.id_digest is not None
+                    and known.id_digest != row.id_digest):
+                del matched[row.number]
+
     def _apply_matches(self, batch: list[tuple[PreparedRow, Chunk]],
                        supplies: dict[int, ChildSupply], matched: dict[int, Child],
-                       source_id: int, now: datetime, report: LoadReport
-                       ) -> list[tuple[Any, ...]]:
+                       linked: dict[int, ChildSupply], source_id: int, now: datetime,
+                       report: LoadReport) -> list[tuple[Any, ...]]:
         """Rows that found an existing record: unchanged ones counted, a body's
         first row for a record linked, changes written or queued."""
         children = {c.id: c for c in self.session.scalars(select(Child).where(
             Child.id.in_([s.child_id for s in supplies.values()])))} if supplies else {}
-        linked = {s.child_id: s for s in self.session.scalars(select(ChildSupply).where(
-            ChildSupply.organisation_id == source_id,
-            ChildSupply.child_id.in_([c.id for c in matched.values()])))} if matched else {}
         links: list[tuple[Any, ...]] = []
         for row, chunk in batch:
             known = supplies.get(row.number)
