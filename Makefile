@@ -36,11 +36,13 @@ run: setup
 test: $(TEST_STAMP) $(ASSETS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy --explicit-package-bases bench
 	$(BIN)/python -m pytest -q
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/mypy --explicit-package-bases bench
 
 bench-signin: $(STAMP)
 	$(BIN)/python bench/signin.py

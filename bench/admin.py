@@ -69,7 +69,7 @@ def surnames(count: int, seed: int = 7) -> list[str]:
     """Made-up surnames of two or three syllables: a few thousand distinct ones, so
     that a three-letter prefix finds a few per cent of people, as real names do."""
     rng = random.Random(seed)
-    names = set()
+    names: set[str] = set()
     while len(names) < count:
         parts = rng.choice([2, 2, 3])
         names.add("".join(rng.choice(SYLLABLES) for _ in range(parts)).capitalize())

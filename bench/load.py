@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import math
 import os
@@ -418,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 # Twice its mixed rate: more samples, still short of saturation.
                 print(f"{op} alone: {2 * rates[op]:g}/s for {args.alone:g} s ...", flush=True)
-                tallies, wall, cost = measured(server.pid, backends, lambda op=op: run_phase(
-                    world, {op: 2 * rates[op]}, args.alone, args.in_flight))
+                tallies, wall, cost = measured(server.pid, backends, functools.partial(
+                    run_phase, world, {op: 2 * rates[op]}, args.alone, args.in_flight))
                 phases.append((op, tallies, wall, cost))
         print(f"mixed: {', '.join(f'{k} {v:g}/s' for k, v in rates.items())} "
               f"for {args.duration:g} s ...", flush=True)
