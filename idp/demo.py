@@ -11,6 +11,7 @@ then activates with the code from their letter, like anyone else.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -252,8 +253,13 @@ def _activate(unit: Unit, demo: DemoPerson, enrolled: Enrolment) -> None:
     activation.set_password(flow, demo.password, demo.password)
     pending = activation.pending_token(flow)
     # The previous step's code (inside the one-step drift window), so that the
-    # current code is still unused when the newcomer first signs in.
+    # current code is still unused when the newcomer first signs in. Not in a
+    # step's last second: had the step changed before the code was checked,
+    # the previous step's code would have been two steps old, and refused.
     period = unit.container.settings.totp.period_seconds
+    into_step = unit.clock.now().timestamp() % period
+    if into_step > period - 1:
+        time.sleep(period - into_step + 0.01)
     earlier = int(unit.clock.now().timestamp()) - period
     activation.confirm_token(flow, pyotp.TOTP(pending.secret, interval=period).at(earlier))
     activation.set_pin(flow, demo.pin, demo.pin)
