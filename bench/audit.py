@@ -20,6 +20,7 @@ prints; it is not a test.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import secrets
 import statistics
@@ -98,7 +99,7 @@ def run(url: str, folder: Path, writer_counts: list[int], seconds: float) -> Non
     container = Container(settings, secrets=keys, clock=SystemClock(), engine=engine)
     name = "SQLite (WAL)" if sqlite else "PostgreSQL"
     print(f"Audited transactions on {name}; Python {platform.python_version()}, "
-          f"{len(__import__('os').sched_getaffinity(0))} CPUs; {seconds:g} s a round")
+          f"{len(os.sched_getaffinity(0))} CPUs; {seconds:g} s a round")
     print(f"  {'writers':>7}  {'kind':<14} {'commits/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
           f"{'of plain':>9}")
     for writers in writer_counts:

@@ -121,14 +121,20 @@ def _date(
     if isinstance(value, date):
         return value
     text = "" if value is None else str(value).strip()
+    if not text and required:
+        problems.append(FieldProblem(name, "enter a date"))
+    return iso_date(text, name, problems)
+
+
+def iso_date(text: str, field: str, problems: list[FieldProblem]) -> date | None:
+    """A supplied date (already trimmed), None when blank; one that is not
+    YYYY-MM-DD is a problem of `field` (the service and child imports)."""
     if not text:
-        if required:
-            problems.append(FieldProblem(name, "enter a date"))
         return None
     try:
         return date.fromisoformat(text)
     except ValueError:
-        problems.append(FieldProblem(name, "not a date in the form YYYY-MM-DD"))
+        problems.append(FieldProblem(field, "not a date in the form YYYY-MM-DD"))
         return None
 
 

@@ -42,7 +42,7 @@ from directory.children.models import (
     Whereabouts,
 )
 from directory.children.rules import name_key
-from directory.services import normalise_postcode
+from directory.services import iso_date, normalise_postcode
 from directory.services_models import ServiceKind
 
 COLUMNS = (
@@ -281,13 +281,13 @@ class RowPreparer:
         if gender not in _GENDERS:
             problems.append(FieldProblem("gender", "female, male or not_specified"))
         born_text = text.get("date_of_birth", "")
-        born = _date(born_text, "date_of_birth", problems)
+        born = iso_date(born_text, "date_of_birth", problems)
         if not born_text:
             problems.append(FieldProblem("date_of_birth", "enter the date of birth"))
         elif born is not None and born > today:
             problems.append(FieldProblem("date_of_birth", "must be in the past"))
         died_text = text.get("date_of_death", "")
-        died = _date(died_text, "date_of_death", problems)
+        died = iso_date(died_text, "date_of_death", problems)
         if died and born and died < born:
             problems.append(FieldProblem("date_of_death", "must be on or after the date of birth"))
         if died and died > today:
@@ -336,7 +336,7 @@ class RowPreparer:
                           lookups, problems)
         gp = _service(text, "gp_practice", SETTING_KINDS[InvolvementRole.GP_PRACTICE],
                       lookups, problems)
-        school_start = _date(text.get("school_start", ""), "school_start", problems)
+        school_start = iso_date(text.get("school_start", ""), "school_start", problems)
         consent = text.get("retain_to_25", "").lower()
         if consent not in _CONSENTS:
             problems.append(FieldProblem("retain_to_25", "yes or no"))
@@ -414,16 +414,6 @@ def _texts(raw: Mapping[str, Any]) -> dict[str, str]:
     a JSON line's may be numbers or null."""
     return {name: value.strip() if value.__class__ is str else
             "" if value is None else str(value).strip() for name, value in raw.items()}
-
-
-def _date(value: str, field: str, problems: list[FieldProblem]) -> date | None:
-    if not value:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        problems.append(FieldProblem(field, "not a date in the form YYYY-MM-DD"))
-        return None
 
 
 def _name(text: Mapping[str, str], field: str, problems: list[FieldProblem], label: str,
