@@ -178,6 +178,39 @@ def run(host: str, port: int) -> None:
     app.run(host=host, port=port, debug=False, use_reloader=False)
 
 
+SERVE_THREADS = 2  # granian's Python threads a worker, unless --threads says
+
+
+def server_command(
+    server: str, bind: str, workers: int, threads: int, app: str = "idp.wsgi:app"
+) -> list[str]:
+    """The production server's command line; bench/oidc.py serves its bare
+    token answer with the very same, so the two figures differ only in the app."""
+    host, _, port = bind.rpartition(":")
+    # The server beside this Python, so `.venv/bin/contactpoint serve` works
+    # without an activated venv (PATH need not hold the venv's bin folder).
+    beside = os.path.join(os.path.dirname(sys.executable), server)
+    program = beside if os.path.exists(beside) else server
+    if server == "granian":
+        return [
+            program, "--interface", "wsgi", "--host", host or "127.0.0.1", "--port", port,
+            "--workers", str(workers), "--respawn-failed-workers",
+            # granian's default for WSGI is hundreds of threads a worker: they
+            # queue for one GIL, and each beyond the database pool opens and
+            # closes a connection per request (refresh: 900 -> 1,100 requests
+            # per CPU-second, p99 326 -> 34 ms with one or two). A couple keep
+            # a worker busy while another waits on the database or an upstream.
+            "--blocking-threads", str(threads),
+            app,
+        ]
+    return [
+        program, "--bind", bind, "--workers", str(workers), "--worker-class", "sync",
+        # No access log of gunicorn's own: it would write query strings. The
+        # app logs each request as JSON (route, status, time, request id).
+        "--no-control-socket", "--config", "python:idp.gunicorn_conf", app,
+    ]
+
+
 @main.command("serve")
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", default=0, help="Worker processes; 0 means one per core.")
@@ -190,7 +223,7 @@ def run(host: str, port: int) -> None:
 )
 @click.option(
     "--threads",
-    default=2,
+    default=SERVE_THREADS,
     show_default=True,
     type=click.IntRange(1, 64),
     help="granian only: Python threads per worker.",
@@ -198,31 +231,8 @@ def run(host: str, port: int) -> None:
 def serve(bind: str, workers: int, server: str, threads: int) -> None:
     """Serve with a production WSGI server, one worker process per core by default."""
     count = workers or os.cpu_count() or 1
-    host, _, port = bind.rpartition(":")
     _prepare_metrics_folder()
-    # The server beside this Python, so `.venv/bin/contactpoint serve` works
-    # without an activated venv (PATH need not hold the venv's bin folder).
-    beside = os.path.join(os.path.dirname(sys.executable), server)
-    program = beside if os.path.exists(beside) else server
-    if server == "granian":
-        args = [
-            program, "--interface", "wsgi", "--host", host or "127.0.0.1", "--port", port,
-            "--workers", str(count), "--respawn-failed-workers",
-            # granian's default for WSGI is hundreds of threads a worker: they
-            # queue for one GIL, and each beyond the database pool opens and
-            # closes a connection per request (refresh: 900 -> 1,100 requests
-            # per CPU-second, p99 326 -> 34 ms with one or two). A couple keep
-            # a worker busy while another waits on the database or an upstream.
-            "--blocking-threads", str(threads),
-            "idp.wsgi:app",
-        ]
-    else:
-        args = [
-            program, "--bind", bind, "--workers", str(count), "--worker-class", "sync",
-            # No access log of gunicorn's own: it would write query strings. The
-            # app logs each request as JSON (route, status, time, request id).
-            "--no-control-socket", "--config", "python:idp.gunicorn_conf", "idp.wsgi:app",
-        ]
+    args = server_command(server, bind, count, threads)
     os.execvp(args[0], args)  # noqa: S606 - replaces this process with the server
 
 
