@@ -65,7 +65,7 @@ TARGET_PER_CPU_SECOND = 1200
 TICKS = os.sysconf("SC_CLK_TCK")
 PROVIDER_DIR = Path(__file__).resolve().parent / "oidc_provider"
 GRANTS = ("client_credentials", "refresh_token")
-OURS, THEIRS = "contactpoint", "oidc-provider"
+OURS, THEIRS, BARE = "contactpoint", "oidc-provider", "bare server"
 TOKEN_PATH = "/oauth2/token"
 
 
@@ -319,23 +319,48 @@ def answers(port: int, method: str, path: str) -> bool:
         return False
 
 
-def start_ours(env: dict[str, str], instance_dir: Path, port: int, workers: int,
-               server_name: str = "gunicorn") -> Server:
-    log = instance_dir / "server.log"
-    contactpoint = Path(sys.executable).with_name("contactpoint")
-    command = [str(contactpoint), "serve", "--bind", f"127.0.0.1:{port}", "--server", server_name]
+def _launch(name: str, command: list[str], env: dict[str, str], log: Path, port: int,
+            workers: int, probe: str, cwd: Path | None = None) -> Server:
+    """Start a server of `workers` worker processes and wait for `probe` to answer."""
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(OURS, process, port, log)
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out,
+                                   stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"gunicorn exited with {process.returncode}:\n{tail(log)}")
-        if len(children(process.pid)) >= workers and answers(port, "GET", "/healthz"):
-            return server
+            raise SystemExit(f"{name} exited with {process.returncode}:\n{tail(log)}")
+        if len(children(process.pid)) >= workers and answers(port, "GET", probe):
+            return Server(name, process, port, log)
         time.sleep(0.2)
     stop(process)
-    raise SystemExit(f"gunicorn did not answer /healthz within 60 s:\n{tail(log)}")
+    raise SystemExit(f"{name} did not answer {probe} within 60 s:\n{tail(log)}")
+
+
+def start_ours(env: dict[str, str], instance_dir: Path, port: int, workers: int,
+               server_name: str = "gunicorn") -> Server:
+    contactpoint = Path(sys.executable).with_name("contactpoint")
+    command = [str(contactpoint), "serve", "--bind", f"127.0.0.1:{port}", "--server", server_name]
+    return _launch(OURS, command, env, instance_dir / "server.log", port, workers, "/healthz")
+
+
+def start_bare(work_dir: Path, port: int, workers: int, server_name: str,
+               concurrency: int) -> tuple[Server, Credentials]:
+    """bench/oidc_bare.py under the command line `contactpoint serve` runs: the
+    ceiling of that server for a Python token answer (see that module)."""
+    from idp.cli import SERVE_THREADS, server_command
+
+    here = Path(__file__).resolve().parent
+    creds = Credentials("bare-client", secrets.token_urlsafe(32),
+                        mint=lambda: [secrets.token_urlsafe(32) for _ in range(concurrency)])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTPOINT_")}
+    env.update(BARE_CLIENT_ID=creds.client_id, BARE_CLIENT_SECRET=creds.client_secret,
+               BARE_ISSUER=f"http://127.0.0.1:{port}",
+               # oidc_bare from bench/; idp (gunicorn's config module) from the project
+               PYTHONPATH=os.pathsep.join([str(here), str(here.parent)]))
+    command = server_command(server_name, f"127.0.0.1:{port}", workers, SERVE_THREADS,
+                             app="oidc_bare:app")
+    server = _launch(BARE, command, env, work_dir / "bare.log", port, workers, "/", cwd=here)
+    return server, creds
 
 
 def npm_install() -> None:
@@ -667,13 +692,17 @@ def main(argv: list[str] | None = None) -> int:
         servers[OURS] = start_ours(env, work_dir, port, cores, args.server)
         servers[THEIRS], creds[THEIRS] = start_theirs(
             work_dir, free_port(), args.concurrency)
+        servers[BARE], creds[BARE] = start_bare(
+            work_dir, free_port(), cores, args.server, args.concurrency)
         print(f"{OURS}: {args.server} on port {servers[OURS].port}, master {servers[OURS].pid}, "
               f"workers {' '.join(map(str, children(servers[OURS].pid)))}", flush=True)
         print(f"{THEIRS} {op_version}: node {servers[THEIRS].pid} on port "
               f"{servers[THEIRS].port}", flush=True)
+        print(f"{BARE}: {args.server} serving bench/oidc_bare.py on port {servers[BARE].port}",
+              flush=True)
 
         for number in range(args.rounds):
-            order = (OURS, THEIRS) if number % 2 == 0 else (THEIRS, OURS)
+            order = (OURS, THEIRS, BARE) if number % 2 == 0 else (BARE, THEIRS, OURS)
             for grant in GRANTS:
                 for name in order:
                     server, cred = servers[name], creds[name]
@@ -736,12 +765,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.warmup:g} s warm-up each, servers' order swapped each round")
     print("  tokens    access tokens: ES256 JWT (RFC 9068), 300 s, aud .../api/v1; refresh "
           "tokens rotate on every use, one chain per connection")
+    print(f"  bare      bench/oidc_bare.py under the same {args.server} command line: reads the "
+          "form, checks the client with a keyed hash, signs the access token, and nothing "
+          "else (no framework, database, grant checks, log line or metrics)")
     print("  note      oidc-provider's refresh tokens have scope 'profile offline_access' (no "
           "'openid'), since with 'openid' it also signs an ID token on refresh; ours signs none")
     print()
     print(row("server", "grant", "req/s", "p50 ms", "p99 ms", "cores", "req/CPU-s", "errors"))
     for grant in GRANTS:
-        for name in (OURS, THEIRS):
+        for name in (OURS, THEIRS, BARE):
             r = results[(name, grant)]
             rate = r.ok / r.seconds if r.seconds else 0.0
             per_cpu[(name, grant)] = r.ok / r.cpu if r.cpu else math.nan
@@ -776,6 +808,17 @@ def main(argv: list[str] | None = None) -> int:
         floor = "met" if ours >= TARGET_PER_CPU_SECOND else "NOT met"
         print(f"  {grant:<19} {ours:.0f} / {theirs:.0f} = {ratio:.2f}   "
               f">= oidc-provider: {beside}; >= {TARGET_PER_CPU_SECOND}: {floor}")
+    print()
+    print(f"  ceiling: the bare server ({args.server}) / oidc-provider; the CPU a request may "
+          "spend beyond the bare answer and still match oidc-provider, and what ours spends")
+    for grant in GRANTS:
+        bare, theirs, ours = (per_cpu[(name, grant)] for name in (BARE, THEIRS, OURS))
+        budget, spent = (1 / theirs - 1 / bare) * 1e6, (1 / ours - 1 / bare) * 1e6
+        verdict = (f"parity out of reach on {args.server}: the server with nothing in the way "
+                   "does not beat oidc-provider" if budget <= 0 else
+                   f"room for {budget:.0f} us a request beyond the bare answer; ours spends "
+                   f"{spent:.0f} us")
+        print(f"  {grant:<19} {bare:.0f} / {theirs:.0f} = {bare / theirs:.2f}   {verdict}")
 
     errors = {key: r for key, r in results.items() if r.errors}
     if errors:
