@@ -30,6 +30,12 @@ from core.clock import Clock
 from core.crypto import DataCipher
 from idp.oidc.models import SigningKey
 
+# The keys are read from the database once a minute or so; in between a
+# request that signs need not open a session at all. A client-credentials
+# answer touches no table once its client is cached, and the session it
+# would open, commit and close only for the keys cost about a tenth of it.
+SessionSource = Session | Callable[[], Session]
+
 ALGORITHMS = ("ES256", "RS256")
 _CONTEXT = "oidc-signing-key"
 _REFRESH_SECONDS = 5.0
@@ -96,9 +102,10 @@ class KeyStore:
     def invalidate(self) -> None:
         self._loaded_at = -1e9
 
-    def _refresh(self, session: Session, clock: Clock) -> None:
+    def _refresh(self, source: SessionSource, clock: Clock) -> None:
         if time.monotonic() - self._loaded_at < _REFRESH_SECONDS:
             return
+        session = source() if callable(source) else source
         rows = session.scalars(select(SigningKey).order_by(SigningKey.id)).all()
         now = clock.now()
         if not any(row.state == "current" for row in rows) and self.bootstrap is not None:
@@ -132,23 +139,23 @@ class KeyStore:
         self._public_by_kid = public_by_kid
         self._loaded_at = time.monotonic()
 
-    def prepare(self, session: Session, clock: Clock) -> None:
+    def prepare(self, session: SessionSource, clock: Clock) -> None:
         """Load (or on a new database, make) the keys before the request writes
         anything: on SQLite, making them later would wait on our own lock."""
         self._refresh(session, clock)
 
-    def jwks(self, session: Session, clock: Clock) -> dict[str, Any]:
+    def jwks(self, session: SessionSource, clock: Clock) -> dict[str, Any]:
         self._refresh(session, clock)
         return {"keys": list(self._published)}
 
     def sign(
-        self, session: Session, clock: Clock, claims: dict[str, Any], *, alg: str, typ: str
+        self, session: SessionSource, clock: Clock, claims: dict[str, Any], *, alg: str, typ: str
     ) -> str:
         self._refresh(session, clock)
         loaded = self._signing[alg]
         return loaded.sign({"alg": alg, "kid": loaded.kid, "typ": typ}, claims)
 
-    def verify(self, session: Session, clock: Clock, token: str) -> jwt.Token:
+    def verify(self, session: SessionSource, clock: Clock, token: str) -> jwt.Token:
         """Decode a token this provider signed (raises joserfc errors otherwise)."""
         self._refresh(session, clock)
 

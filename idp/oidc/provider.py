@@ -351,7 +351,8 @@ class Provider:
             claims["sub"] = client.client_id
         if jkt:
             claims["cnf"] = {"jkt": jkt}
-        token = self.keys.sign(unit.session, unit.clock, claims, alg="ES256", typ="at+jwt")
+        token = self.keys.sign(lambda: unit.session, unit.clock, claims, alg="ES256",
+                               typ="at+jwt")
         return token, lifetime
 
     def refresh_token(self, grant: GrantLike) -> str:

@@ -142,7 +142,7 @@ class TokenEndpoint:
 
     def answer(self, unit: Unit, request: Request) -> Response:
         provider = self.provider_for()
-        provider.keys.prepare(unit.session, unit.clock)
+        provider.keys.prepare(lambda: unit.session, unit.clock)
         server = provider.server
         oauth_request = TokenRequest(request, provider.url("/oauth2/token"))
         try:
@@ -153,6 +153,7 @@ class TokenEndpoint:
             audit_client_failure(unit, request, error)
             refused: Response = server.handle_error_response(oauth_request, error)
             return refused
-        unit.commit()
+        if unit.has_session:  # a warm client-credentials answer opens none
+            unit.commit()
         return _json(body, status) if not headers else Response(
             json.dumps(body), status=status, headers=headers)
