@@ -11,6 +11,12 @@ generator and anything else on the machine share its cores.
 Phases alternate: argon2id, sign-ins, argon2id, sign-ins, ..., argon2id, so a
 change in what else runs on the machine shows as spread between the rounds.
 
+Each round also signs in against a bare server (bench/signin_bare.py, unless
+--no-bare): a Flask app of the same four requests, the same two argon2id
+verifications and a TOTP check, and nothing else, under the same command line.
+It is the floor under any Flask sign-in here; the difference is the service's
+own work (database, lockout, audit, sessions, forms, pages, logs, metrics).
+
     .venv/bin/python bench/signin.py                    # SQLite (the default)
     .venv/bin/python bench/signin.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import math
 import multiprocessing
 import os
@@ -162,6 +169,8 @@ class Person:
     pin: str
     totp: Any  # pyotp.TOTP
     last_step: int = -1  # the TOTP step of the last code used: each is accepted once
+    password_hash: str = ""  # what the bare server checks (bench/signin_bare.py)
+    pin_hash: str = ""
 
 
 def make_people(settings: Any, count: int, processes: int) -> list[Person]:
@@ -223,6 +232,7 @@ def make_people(settings: Any, count: int, processes: int) -> list[Person]:
                     username, passwords[i], pins[i],
                     pyotp.TOTP(secret, digits=settings.totp.digits,
                                interval=settings.totp.period_seconds),
+                    password_hash=password_hashes[i], pin_hash=pin_hashes[i],
                 ))
             u.commit()
     finally:
@@ -299,28 +309,53 @@ class Server:
 
 
 def start_server(env: dict[str, str], instance_dir: Path, workers: int, kind: str) -> Server:
-    port = free_port()
-    log = instance_dir / "server.log"
     contactpoint = Path(sys.executable).with_name("contactpoint")
+    port = free_port()
     command = [str(contactpoint), "serve", "--bind", f"127.0.0.1:{port}", "--server", kind]
+    return _launch(command, env, instance_dir / "server.log", port, workers, "/healthz")
+
+
+def start_bare_server(people: list[Person], instance_dir: Path, workers: int, kind: str
+                      ) -> Server:
+    """bench/signin_bare.py under the command line `contactpoint serve` runs."""
+    from idp.cli import SERVE_THREADS, server_command
+
+    here = Path(__file__).resolve().parent
+    people_file = instance_dir / "bare-people.json"
+    people_file.write_text(json.dumps({
+        p.username: [p.password_hash, p.pin_hash, p.totp.secret] for p in people}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONTACTPOINT_")}
+    # The project first, so `tokens` is the package and not bench/tokens.py.
+    env.update(BARE_PEOPLE=str(people_file), BARE_SECRET_KEY=secrets.token_hex(32),
+               PYTHONPATH=os.pathsep.join([str(here.parent), str(here)]))
+    port = free_port()
+    command = server_command(kind, f"127.0.0.1:{port}", workers, SERVE_THREADS,
+                             app="signin_bare:app")
+    return _launch(command, env, instance_dir / "bare.log", port, workers, "/sign-in",
+                   cwd=here)
+
+
+def _launch(command: list[str], env: dict[str, str], log: Path, port: int, workers: int,
+            probe: str, cwd: Path | None = None) -> Server:
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out,
+                                   stderr=subprocess.STDOUT)
     server = Server(process, port, log, workers)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"{kind} exited with {process.returncode}:\n{tail(log)}")
-        if len(children(process.pid)) >= workers and healthz(port):
+            raise SystemExit(f"{command[0]} exited with {process.returncode}:\n{tail(log)}")
+        if len(children(process.pid)) >= workers and answers(port, probe):
             return server
         time.sleep(0.2)
     stop_server(server)
-    raise SystemExit(f"{kind} did not answer /healthz within 60 s:\n{tail(log)}")
+    raise SystemExit(f"{command[0]} did not answer {probe} within 60 s:\n{tail(log)}")
 
 
-def healthz(port: int) -> bool:
+def answers(port: int, path: str) -> bool:
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/healthz")
+        conn.request("GET", path)
         ok = conn.getresponse().status == 200
         conn.close()
         return ok
@@ -618,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the instance folder (and its server.log)")
     parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn",
                         help="the WSGI server `contactpoint serve` runs (default gunicorn)")
+    parser.add_argument("--no-bare", action="store_true",
+                        help="skip the bare server's round (bench/signin_bare.py), the floor "
+                             "under any Flask sign-in on the same server")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.duration <= 0 or args.concurrency < 1:
         parser.error("--rounds, --duration and --concurrency must be positive")
@@ -629,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     backends: PgBackends | None = None
     server: Server | None = None
     rounds: list[Round] = []
+    bare_server: Server | None = None
+    bare_rounds: list[Round] = []
     try:
         database_url, backends, database = bench_database(
             scratch, args.database_url, instance_dir, "cp_bench")
@@ -659,7 +699,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.server} on port {server.port}: master {server.pid}, workers "
               f"{' '.join(map(str, children(server.pid)))}; warming up ...", flush=True)
         warm = run_load(server.port, people, args.concurrency, args.warmup)
+        if not args.no_bare:
+            bare_server = start_bare_server(list(people.queue), instance_dir, cores, args.server)
+            print(f"bare server ({args.server}, bench/signin_bare.py) on port "
+                  f"{bare_server.port}; warming up ...", flush=True)
+            warm.failures.update(
+                run_load(bare_server.port, people, args.concurrency, args.warmup).failures)
 
+        def measured(target: Server, seconds: float, argon2: Argon2Run) -> Round:
+            db0 = backends.cpu() if backends and target is server else {}
+            cpu0, busy0, self0 = tree_cpu_seconds(target.pid), machine_busy(), os.times()
+            load = run_load(target.port, people, args.concurrency, seconds)
+            cpu1, busy1, self1 = tree_cpu_seconds(target.pid), machine_busy(), os.times()
+            db1 = backends.cpu() if backends and target is server else {}
+            client = (self1.user + self1.system) - (self0.user + self0.system)
+            return Round(load, cpu1 - cpu0, client, (busy1[0] - busy0[0]) / TICKS,
+                         PgBackends.spent(db0, db1), argon2)
+
+        # Each round: the service, then (unless --no-bare) the bare server, both
+        # between the same two argon2id phases, so the machine's drift over
+        # minutes falls on both alike.
         argon2 = first_argon2
         phase = args.duration / args.rounds
         for number in range(args.rounds):
@@ -667,30 +726,32 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"argon2id: {cores} processes for {args.argon2_seconds:g} s ...", flush=True)
                 argon2 = measure_argon2(params, cores, args.argon2_seconds)
                 rounds[-1].argon2_after = argon2
+                if bare_rounds:
+                    bare_rounds[-1].argon2_after = argon2
             print(f"round {number + 1}/{args.rounds}: {phase:g} s of sign-ins, "
                   f"{args.concurrency} at a time ...", flush=True)
-            db0 = backends.cpu() if backends else {}
-            cpu0, busy0, self0 = tree_cpu_seconds(server.pid), machine_busy(), os.times()
-            load = run_load(server.port, people, args.concurrency, phase)
-            cpu1, busy1, self1 = tree_cpu_seconds(server.pid), machine_busy(), os.times()
-            db1 = backends.cpu() if backends else {}
-            rounds.append(Round(
-                load, cpu1 - cpu0,
-                (self1.user + self1.system) - (self0.user + self0.system),
-                (busy1[0] - busy0[0]) / TICKS, PgBackends.spent(db0, db1), argon2,
-            ))
+            rounds.append(measured(server, phase, argon2))
+            if bare_server is not None:
+                print(f"round {number + 1}/{args.rounds}: the bare server, {phase:g} s ...",
+                      flush=True)
+                bare_rounds.append(measured(bare_server, phase, argon2))
         workers = children(server.pid)
         worker_rss = [status_kib(w, "VmRSS") for w in workers]
         worker_hwm = [status_kib(w, "VmHWM") for w in workers]
         master_rss = status_kib(server.pid, "VmRSS")
         master = server.pid
         stop_server(server)
+        if bare_server is not None:
+            stop_server(bare_server)
 
         print(f"argon2id: {cores} processes for {args.argon2_seconds:g} s ...", flush=True)
         rounds[-1].argon2_after = measure_argon2(params, cores, args.argon2_seconds)
+        if bare_rounds:
+            bare_rounds[-1].argon2_after = rounds[-1].argon2_after
     finally:
-        if server is not None:
-            stop_server(server)
+        for running in (server, bare_server):
+            if running is not None:
+                stop_server(running)
         if backends is not None:
             backends.engine.dispose()
         scratch.close()  # drops the scratch PostgreSQL database, if one was made
@@ -778,6 +839,24 @@ def main(argv: list[str] | None = None) -> int:
     if backends and ok:
         with_db = (server_cpu + db_cpu) / ok / (2 * verify_cpu) - 1
         print(row("the same, PostgreSQL backends included", f"{with_db * 100:+.1f} %"))
+    if bare_rounds:
+        bare_ok = sum(r.load.ok for r in bare_rounds)
+        bare_cpu = sum(r.server_cpu for r in bare_rounds) / bare_ok if bare_ok else math.nan
+        bare_overhead = bare_cpu / (2 * verify_cpu) - 1
+        print()
+        print(row("the floor: a bare Flask sign-in, same server", "",
+                  "bench/signin_bare.py: the same 4 requests, 2 argon2id, a TOTP check"))
+        print(row("complete sign-ins", f"{bare_ok}",
+                  f"in {sum(r.load.wall for r in bare_rounds):.1f} s, a phase after each of ours"))
+        print(row("server CPU per sign-in", f"{bare_cpu * 1000:.2f} ms"))
+        print(row("bare sign-in CPU over its 2 argon2id", f"{bare_overhead * 100:+.1f} %",
+                  "rounds " + ", ".join(f"{r.overhead * 100:+.1f}" for r in bare_rounds)))
+        print(row("ours over the bare sign-in", f"{(signin_cpu - bare_cpu) * 1000:.1f} ms",
+                  "the service's own work a sign-in; rounds " + ", ".join(
+                      f"{(ours.signin_cpu - floor.signin_cpu) * 1000:.1f}"
+                      for ours, floor in zip(rounds, bare_rounds, strict=True))))
+        for r in bare_rounds:
+            failures.update(r.load.failures)
     print()
     print(row("resident memory (VmRSS) after the run", ""))
     for pid, rss, hwm in zip(workers, worker_rss, worker_hwm, strict=True):
