@@ -16,8 +16,6 @@ BARE_CLIENT_SECRET, BARE_ISSUER.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -30,12 +28,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
+from core.crypto import SecretDigester
+
 _KEY = ec.generate_private_key(ec.SECP256R1())
-_PEPPER = secrets.token_bytes(32)
+# The service's own keyed digest of client secrets (idp.oidc.provider).
+_DIGESTER = SecretDigester(secrets.token_bytes(32))
 _CLIENT_ID = os.environ.get("BARE_CLIENT_ID", "bare")
 _ISSUER = os.environ.get("BARE_ISSUER", "http://127.0.0.1")
-_SECRET_DIGEST = hmac.new(_PEPPER, os.environ.get("BARE_CLIENT_SECRET", "").encode(),
-                          hashlib.sha256).digest()
+_SECRET_DIGEST = _DIGESTER.digest(os.environ.get("BARE_CLIENT_SECRET", ""))
 _HEADER = base64.urlsafe_b64encode(
     json.dumps({"alg": "ES256", "kid": "bare", "typ": "at+jwt"}).encode()).rstrip(b"=")
 _JSON = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
@@ -59,8 +59,7 @@ def _client_ok(authorization: str) -> bool:
         client_id, _, secret = base64.b64decode(encoded).decode().partition(":")
     except ValueError:
         return False
-    digest = hmac.new(_PEPPER, secret.encode(), hashlib.sha256).digest()
-    return client_id == _CLIENT_ID and hmac.compare_digest(digest, _SECRET_DIGEST)
+    return client_id == _CLIENT_ID and _DIGESTER.matches(secret, _SECRET_DIGEST)
 
 
 def _answer(start_response: Callable[..., Any], status: str, body: dict[str, Any]

@@ -19,13 +19,15 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from pathlib import Path
 from typing import Any
 
 import pyotp
-from argon2 import PasswordHasher
-from argon2.exceptions import VerificationError
 from flask import Flask, redirect, render_template_string, request, session
 from werkzeug.wrappers import Response
+
+from core.settings import load_settings
+from tokens.passwords import SecretHasher
 
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }} - ContactPoint</title></head>
@@ -43,10 +45,10 @@ FIRST = [("username", "Username", "text"), ("password", "Password", "password")]
 SECOND = [("code", "Code from your token", "text"), ("pin", "PIN", "password")]
 REFUSED = "The details you entered are not right"
 
-_hasher = PasswordHasher()
-_decoy = _hasher.hash("never issued")
+# The service's own verifier (decoy hash for unknown people included).
+_hasher = SecretHasher(load_settings(environ={}).argon2)
 _people: dict[str, list[str]] = json.loads(
-    open(os.environ["BARE_PEOPLE"], encoding="utf-8").read()  # noqa: SIM115 - read once
+    Path(os.environ["BARE_PEOPLE"]).read_text(encoding="utf-8")
 ) if os.environ.get("BARE_PEOPLE") else {}
 
 app = Flask(__name__)
@@ -64,13 +66,6 @@ def _csrf_ok() -> bool:
     return secrets.compare_digest(request.form.get("csrf_token", ""), session.get("csrf", "?"))
 
 
-def _verified(stored: str | None, presented: str) -> bool:
-    try:
-        return _hasher.verify(stored or _decoy, presented) and stored is not None
-    except VerificationError:
-        return False
-
-
 def _page(title: str, fields: list[tuple[str, str, str]], error: str = "") -> str:
     return render_template_string(PAGE, title=title, fields=fields, error=error, csrf=_csrf())
 
@@ -85,7 +80,7 @@ def first_step() -> Any:
     if not _csrf_ok():
         return Response("The form has expired", status=400)
     person = _people.get(request.form.get("username", "").strip().lower())
-    if not _verified(person[0] if person else None, request.form.get("password", "")):
+    if not _hasher.verify(person[0] if person else None, request.form.get("password", "")):
         return _page("Sign in", FIRST, REFUSED)
     session["pending"] = request.form["username"].strip().lower()
     return redirect("/sign-in/token")
@@ -105,7 +100,7 @@ def second_step() -> Any:
     person = _people.get(session["pending"])
     code_ok = person is not None and pyotp.TOTP(person[2]).verify(
         request.form.get("code", ""), valid_window=1)
-    pin_ok = _verified(person[1] if person else None, request.form.get("pin", ""))
+    pin_ok = _hasher.verify(person[1] if person else None, request.form.get("pin", ""))
     if not (code_ok and pin_ok):
         return _page("Your token and PIN", SECOND, REFUSED)
     username = session.pop("pending")

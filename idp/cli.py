@@ -184,8 +184,8 @@ SERVE_THREADS = 2  # granian's Python threads a worker, unless --threads says
 def server_command(
     server: str, bind: str, workers: int, threads: int, app: str = "idp.wsgi:app"
 ) -> list[str]:
-    """The production server's command line; bench/oidc.py serves its bare
-    token answer with the very same, so the two figures differ only in the app."""
+    """The production server's command line; bench/oidc.py and bench/signin.py
+    serve their bare apps with the very same, so the figures differ only in the app."""
     host, _, port = bind.rpartition(":")
     # The server beside this Python, so `.venv/bin/contactpoint serve` works
     # without an activated venv (PATH need not hold the venv's bin folder).
