@@ -13,7 +13,7 @@ import base64
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,18 +61,25 @@ def _b64url(data: bytes) -> str:
 class LoadedKey:
     """A signing key ready to sign compact JWS directly with `cryptography`:
     the token endpoint signs one per request, and a general JOSE library's
-    bookkeeping cost more than the signature itself."""
+    bookkeeping cost more than the signature itself. The protected header of
+    each `typ` is encoded once: it never changes for a key."""
 
     kid: str
     alg: str
     key: PrivateKey
+    _header_segments: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
-    def sign(self, header: dict[str, Any], claims: dict[str, Any]) -> str:
-        signing_input = (
-            _b64url(json.dumps(header, separators=(",", ":")).encode())
-            + "."
-            + _b64url(json.dumps(claims, separators=(",", ":")).encode())
-        )
+    def header_segment(self, typ: str) -> str:
+        segment = self._header_segments.get(typ)
+        if segment is None:
+            header = {"alg": self.alg, "kid": self.kid, "typ": typ}
+            segment = _b64url(json.dumps(header, separators=(",", ":")).encode())
+            self._header_segments[typ] = segment
+        return segment
+
+    def sign(self, typ: str, claims: dict[str, Any]) -> str:
+        signing_input = (self.header_segment(typ) + "."
+                         + _b64url(json.dumps(claims, separators=(",", ":")).encode()))
         raw = self.key.private_key
         if self.alg == "ES256":
             assert isinstance(raw, ec.EllipticCurvePrivateKey)
@@ -152,8 +159,7 @@ class KeyStore:
         self, session: SessionSource, clock: Clock, claims: dict[str, Any], *, alg: str, typ: str
     ) -> str:
         self._refresh(session, clock)
-        loaded = self._signing[alg]
-        return loaded.sign({"alg": alg, "kid": loaded.kid, "typ": typ}, claims)
+        return self._signing[alg].sign(typ, claims)
 
     def verify(self, session: SessionSource, clock: Clock, token: str) -> jwt.Token:
         """Decode a token this provider signed (raises joserfc errors otherwise)."""
