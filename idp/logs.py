@@ -180,7 +180,7 @@ def configure_logging(
     _OUTPUT.stream = stream
     number = logging.getLevelName(level.upper())
     _OUTPUT.level = number
-    structlog.configure(
+    _configure_structlog(
         processors=[_logger_name, *_shared_processors(), safe_exc_info, _renderer(log_format)],
         wrapper_class=structlog.make_filtering_bound_logger(_OUTPUT.lowest_level()),
         logger_factory=_line_logger,
@@ -246,7 +246,7 @@ def tee(stream: TextIO | None, level: str = "DEBUG") -> None:
         setattr(handler, _COPY, True)
         root.addHandler(handler)
     if _configured:
-        structlog.configure(
+        _configure_structlog(
             wrapper_class=structlog.make_filtering_bound_logger(_OUTPUT.lowest_level()))
 
 
@@ -275,10 +275,41 @@ def configure_once(settings: Settings) -> None:
         )
 
 
+_generation = 0  # how many times this module has configured structlog
+
+
+def _configure_structlog(**settings: Any) -> None:
+    """Every structlog configuration goes through here, so that `_Logger`s
+    know when to bind afresh."""
+    global _generation
+    structlog.configure(**settings)
+    _generation += 1
+
+
+class _Logger:
+    """A named logger bound once per configuration. structlog's lazy proxy
+    binds a new logger at every call (a sixth of a token request's logging);
+    its cache_logger_on_first_use would keep the first one for good, and miss
+    the level changes `tee` and the tests make."""
+
+    __slots__ = ("_bound", "_bound_in", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._bound: Any = None
+        self._bound_in = -1
+
+    def __getattr__(self, attribute: str) -> Any:
+        if self._bound_in != _generation:
+            # `logger` is the factory's own argument name, so the name travels
+            # under another key and is renamed when the line is written.
+            self._bound = structlog.get_logger(logger_name=self._name).bind()
+            self._bound_in = _generation
+        return getattr(self._bound, attribute)
+
+
 def get_logger(name: str) -> Any:
-    # `logger` is the factory's own argument name, so the name travels under
-    # another key and is renamed when the line is written.
-    return structlog.get_logger(logger_name=name)
+    return _Logger(name)
 
 
 def _logger_name(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:

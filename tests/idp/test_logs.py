@@ -170,3 +170,21 @@ def test_authlib_does_not_write_the_tokens_it_issues_even_at_debug(
     logs.get_logger("contactpoint.test").debug("probe")
     assert "probe" in captured.getvalue()
     assert issued["access_token"] not in captured.getvalue()
+
+
+def test_a_logger_made_before_a_reconfiguration_follows_it() -> None:
+    """Loggers are module globals, made at import; each binds once per
+    configuration, and must still write in the format the latest one says."""
+    log = logs.get_logger("contactpoint.test")
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        logs.configure_logging("INFO", "console", first)
+        log.info("as text", n=1)
+        logs.configure_logging("INFO", "json", second)
+        log.info("as json", n=2)
+    finally:
+        logs.unconfigure()
+    assert "as text" in first.getvalue() and not first.getvalue().startswith("{")
+    line = json.loads(second.getvalue().splitlines()[-1])
+    assert line["event"] == "as json" and line["n"] == 2
+    assert line["logger"] == "contactpoint.test"
