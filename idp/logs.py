@@ -40,9 +40,24 @@ _configured = False
 _root_level: int | None = None
 
 
+# Which names are sensitive, decided once each: the names logged come from
+# the code, a few dozen, and the pattern is matched on every line otherwise.
+_SENSITIVE_NAMES: dict[str, bool] = {}
+_REMEMBERED_NAMES = 4096
+
+
+def _is_sensitive(key: str) -> bool:
+    known = _SENSITIVE_NAMES.get(key)
+    if known is None:
+        known = key not in NOT_SENSITIVE and SENSITIVE.search(key) is not None
+        if len(_SENSITIVE_NAMES) < _REMEMBERED_NAMES:
+            _SENSITIVE_NAMES[key] = known
+    return known
+
+
 def redact(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
     for key in list(event_dict):
-        if key not in NOT_SENSITIVE and SENSITIVE.search(key):
+        if _is_sensitive(key):
             event_dict[key] = REDACTED
     return event_dict
 

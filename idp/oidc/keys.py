@@ -53,6 +53,12 @@ def _load(alg: str, pem: bytes) -> PrivateKey:
     return ECKey.import_key(pem) if alg == "ES256" else RSAKey.import_key(pem)
 
 
+# Stateless parameter objects of `cryptography`, made once rather than per signature.
+_SHA256 = hashes.SHA256()
+_ECDSA_SHA256 = ec.ECDSA(_SHA256)
+_PKCS1V15 = padding.PKCS1v15()
+
+
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -68,6 +74,15 @@ class LoadedKey:
     alg: str
     key: PrivateKey
     _header_segments: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # cryptography's own key object, taken out of joserfc's wrapper once.
+    _raw: Any = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        raw = self.key.private_key
+        wanted = ec.EllipticCurvePrivateKey if self.alg == "ES256" else rsa.RSAPrivateKey
+        if not isinstance(raw, wanted):
+            raise ValueError(f"key {self.kid} is not an {self.alg} private key")
+        object.__setattr__(self, "_raw", raw)
 
     def header_segment(self, typ: str) -> str:
         segment = self._header_segments.get(typ)
@@ -80,15 +95,11 @@ class LoadedKey:
     def sign(self, typ: str, claims: dict[str, Any]) -> str:
         signing_input = (self.header_segment(typ) + "."
                          + _b64url(json.dumps(claims, separators=(",", ":")).encode()))
-        raw = self.key.private_key
         if self.alg == "ES256":
-            assert isinstance(raw, ec.EllipticCurvePrivateKey)
-            r, s = decode_dss_signature(raw.sign(signing_input.encode(),
-                                                 ec.ECDSA(hashes.SHA256())))
+            r, s = decode_dss_signature(self._raw.sign(signing_input.encode(), _ECDSA_SHA256))
             signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
         else:
-            assert isinstance(raw, rsa.RSAPrivateKey)
-            signature = raw.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+            signature = self._raw.sign(signing_input.encode(), _PKCS1V15, _SHA256)
         return signing_input + "." + _b64url(signature)
 
 

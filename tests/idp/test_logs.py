@@ -158,6 +158,11 @@ def test_values_under_secret_names_are_redacted(captured: io.StringIO) -> None:
     assert line["password"] == line["pin"] == line["totp_code"] == "[redacted]"
     assert line["session_token"] == "[redacted]"
     assert line["status_code"] == 401 and line["username"] == "priya.p"
+    # Each name's verdict is remembered after its first line: the second
+    # line is redacted alike.
+    log.info("again", password="correct horse 77", username="priya.p")
+    again = json.loads(captured.getvalue().splitlines()[-1])
+    assert again["password"] == "[redacted]" and again["username"] == "priya.p"
 
 
 def test_authlib_does_not_write_the_tokens_it_issues_even_at_debug(
