@@ -20,6 +20,12 @@ both servers' figures.
 
     .venv/bin/python bench/oidc.py                    # SQLite (the default)
     .venv/bin/python bench/oidc.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/oidc.py --their-store sqlite   # oidc-provider durable, like ours
+
+oidc-provider keeps its grants in memory by default (its own docs: for
+development only); `--their-store sqlite` gives it a SQLite file set up like
+ours and a findAccount that reads the person's standing there, as our refresh
+does, so that refresh is compared with both sides durable.
 
 With PostgreSQL the URL names a server and a database to connect to; the
 benchmark creates a database of its own beside it and drops it afterwards.
@@ -364,7 +370,8 @@ def start_bare(work_dir: Path, port: int, workers: int, server_name: str,
 
 
 def npm_install() -> None:
-    if (PROVIDER_DIR / "node_modules" / "oidc-provider").is_dir():
+    modules = PROVIDER_DIR / "node_modules"
+    if (modules / "oidc-provider").is_dir() and (modules / "better-sqlite3").is_dir():
         return
     print("npm install in bench/oidc_provider ...", flush=True)
     done = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=PROVIDER_DIR,
@@ -373,14 +380,21 @@ def npm_install() -> None:
         raise SystemExit(f"npm install failed:\n{done.stdout}\n{done.stderr}")
 
 
-def start_theirs(work_dir: Path, port: int, concurrency: int) -> tuple[Server, Credentials]:
+def start_theirs(work_dir: Path, port: int, concurrency: int,
+                 store: str = "memory") -> tuple[Server, Credentials]:
     """node server.mjs; its refresh tokens are minted on request, just before each
-    run, as its in-memory adapter (an LRU cache) evicts grants left untouched."""
+    run, as its in-memory adapter (an LRU cache) evicts grants left untouched.
+    With store "sqlite" its models live in a SQLite file of the work folder
+    (bench/oidc_provider/sqlite_adapter.mjs)."""
     log = work_dir / "oidc-provider.log"
     command = ["node", "server.mjs", str(port), "0"]
+    env = dict(os.environ)
+    env.pop("STORE", None)
+    if store == "sqlite":
+        env["STORE"] = str(work_dir / "oidc-provider.db")
     with log.open("wb") as err:
         process = subprocess.Popen(command, cwd=PROVIDER_DIR, stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=err)
+                                   stdout=subprocess.PIPE, stderr=err, env=env)
     assert process.stdin is not None and process.stdout is not None
     stdin, stdout = process.stdin, process.stdout
     line = stdout.readline()  # printed once listening (start-up is quick)
@@ -630,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
                              "named and dropped afterwards); default SQLite")
     parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn",
                         help="the WSGI server `contactpoint serve` runs (default: its default)")
+    parser.add_argument("--their-store", choices=("memory", "sqlite"), default="memory",
+                        help="oidc-provider's adapter: its default in memory, or a SQLite file "
+                             "set up like ours (WAL, synchronous=NORMAL) whose accounts "
+                             "findAccount reads, as our refresh reads the person")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (server.log, oidc-provider.log)")
     args = parser.parse_args(argv)
@@ -691,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
 
         servers[OURS] = start_ours(env, work_dir, port, cores, args.server)
         servers[THEIRS], creds[THEIRS] = start_theirs(
-            work_dir, free_port(), args.concurrency)
+            work_dir, free_port(), args.concurrency, args.their_store)
         servers[BARE], creds[BARE] = start_bare(
             work_dir, free_port(), cores, args.server, args.concurrency)
         print(f"{OURS}: {args.server} on port {servers[OURS].port}, master {servers[OURS].pid}, "
@@ -757,9 +775,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         how = f"granian, {cores} workers; connections kept alive"
     print(f"  ours      contactpoint serve ({how}); {database}, written on every request")
+    if args.their_store == "sqlite":
+        kept = ("a SQLite file like ours (WAL, synchronous=NORMAL; bench/oidc_provider/"
+                "sqlite_adapter.mjs), written at each refresh; findAccount reads the person's "
+                "status and clearance there")
+    else:
+        kept = ("default in-memory adapter (an LRU cache of 1,000 entries; writes nothing "
+                "to a database)")
     print(f"  theirs    oidc-provider {op_version} (bench/oidc_provider/server.mjs), one node "
-          "process, default in-memory adapter (an LRU cache of 1,000 entries; writes nothing "
-          "to a database)")
+          f"process, {kept}")
     print(f"  load      wrk -t{args.concurrency} -c{args.concurrency}, POST {TOKEN_PATH}, "
           f"client_secret_basic; {args.rounds} round(s) x {args.seconds:g} s per pair after "
           f"{args.warmup:g} s warm-up each, servers' order swapped each round")

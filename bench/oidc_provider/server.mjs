@@ -6,7 +6,9 @@
 // /oauth2/token, like ours. One client (client_secret_basic; client_credentials,
 // authorization_code and refresh_token); access tokens are ES256 JWTs (RFC 9068)
 // for the resource `${issuer}/api/v1`, valid 300 s; refresh tokens rotate on every
-// use. The default in-memory adapter keeps everything (nothing is written anywhere).
+// use. The default in-memory adapter keeps everything (nothing is written anywhere),
+// unless STORE names a SQLite file: then sqlite_adapter.mjs keeps the models there
+// and findAccount reads each person's standing from it (bench/oidc.py --their-store sqlite).
 //
 // Once listening it prints one line of JSON on stdout, which the benchmark reads:
 //   {"port": ..., "issuer": ..., "client_id": ..., "client_secret": ...,
@@ -37,6 +39,17 @@ const clientSecret = randomBytes(32).toString('base64url');
 // An ES256 signing key of its own, as ours keeps one in its database.
 const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const signingKey = { ...privateKey.export({ format: 'jwk' }), alg: 'ES256', use: 'sig', kid: 'bench-es256' };
+
+// The durable store, when asked for: imported only then, so that the default
+// needs no native module.
+const storePath = process.env.STORE;
+let store;
+if (storePath) {
+  store = await import('./sqlite_adapter.mjs');
+  store.openStore(storePath);
+  const clearanceUntil = new Date(Date.now() + 900 * 86400 * 1000).toISOString().slice(0, 10);
+  store.addAccounts(Array.from({ length: 16 }, (_, i) => `bench-person-${i}`), clearanceUntil);
+}
 
 const configuration = {
   clients: [{
@@ -83,7 +96,8 @@ const configuration = {
     RefreshToken: 12 * 3600,
     IdToken: 300,
   },
-  findAccount: (ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+  findAccount: store ? store.findAccount : (ctx, sub) => ({ accountId: sub, claims: () => ({ sub }) }),
+  ...(store ? { adapter: store.SqliteAdapter } : {}),
   cookies: { keys: [randomBytes(32).toString('base64url')] },
 };
 
