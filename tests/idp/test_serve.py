@@ -174,6 +174,13 @@ def test_a_killed_worker_is_replaced_and_its_counts_are_kept(
     first = _workers(node)
     assert len(first) == 2
     victim = min(first)
+    # A worker writes its live gauge as it loads the app. The first worker up
+    # can answer all 20 while the other is still importing (seen on a busy
+    # machine: the victim was killed mid-import), so wait for it to be up.
+    booted = time.monotonic() + 60
+    while (not list((instance / "metrics").glob(f"gauge_livesum_{victim}.db"))
+           and time.monotonic() < booted):
+        time.sleep(0.2)
     assert list((instance / "metrics").glob(f"gauge_livesum_{victim}.db"))
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 60
