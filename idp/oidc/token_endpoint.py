@@ -69,12 +69,9 @@ def read_form(environ: dict[str, Any]) -> MultiDict[str, str]:
         return MultiDict()
     declared = environ.get("CONTENT_LENGTH", "")
     if declared:
-        try:
-            length = int(declared)
-        except ValueError:
-            raise UnreadableForm(400, "the Content-Length header is not a number") from None
+        length = int(declared) if declared.isascii() and declared.isdigit() else -1
         if length < 0:
-            raise UnreadableForm(400, "the Content-Length header is not a number")
+            raise UnreadableForm(400, "the Content-Length header is not a length in bytes")
         if length > FORM_LIMIT:
             raise UnreadableForm(413, "the request body is too large")
         body = environ["wsgi.input"].read(length) if length else b""

@@ -100,6 +100,7 @@ def test_a_bad_content_length_is_a_clear_refusal(live: str) -> None:
     status, _headers, content = _raw(live, head)
     assert status == 400
     assert b"Traceback" not in content
+    assert b"not a length in bytes" in content
 
 
 def test_a_json_body_is_not_a_token_request(live: str, cast: Cast) -> None:
