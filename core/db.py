@@ -88,3 +88,74 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+class PreparedStatement:
+    """A Core statement compiled once for one dialect and run on the DB-API
+    cursor itself, with the type conversions SQLAlchemy would apply.
+
+    For the hottest statements only (a token refresh is two of them): running
+    a cached statement through SQLAlchemy's execution context costs several
+    times what the database spends on it. The SQL is still written once, as a
+    Core statement, and each dialect compiles its own text and placeholders.
+    """
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=dialect)
+        if compiled.post_compile_params or compiled.literal_execute_params:
+            raise ValueError("statements with expanding parameters cannot be prepared")
+        self.sql: str = compiled.string
+        self._positional: bool = compiled.positional
+        if self._positional:  # one value per placeholder, a name may repeat
+            names = list(compiled.positiontup)
+        else:  # named placeholders: each once
+            names = list(dict.fromkeys(compiled.bind_names.values()))
+        escaped = compiled.escaped_bind_names or {}
+        self._keys = [escaped.get(name, name) for name in names]  # as the SQL text names them
+        self._order = names
+        # Values the caller gives, converted once each however often they appear;
+        # literals in the statement (an enum member, say) converted here, once.
+        self._given: dict[str, Any] = {}
+        self._fixed: dict[str, Any] = {}
+        for name in names:
+            bind = compiled.binds[name]
+            convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if bind.required or (bind.value is None and bind.callable is None):
+                self._given[name] = convert
+            else:
+                value = bind.effective_value
+                self._fixed[name] = value if convert is None else convert(value)
+        columns = getattr(statement, "selected_columns", None) or []
+        self._converters: list[Any] = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in columns]
+        self._converting = any(c is not None for c in self._converters)
+
+    def parameters(self, values: dict[str, Any]) -> Any:
+        """The DB-API parameters: a tuple for `?`-style drivers, else a dict."""
+        missing = self._given.keys() - values.keys()
+        if missing:
+            raise KeyError(f"no value for {sorted(missing)}")
+        ready = dict(self._fixed)
+        for name, convert in self._given.items():
+            value = values[name]
+            ready[name] = value if convert is None else convert(value)
+        if self._positional:
+            return tuple(ready[name] for name in self._order)
+        return {key: ready[name] for key, name in zip(self._keys, self._order, strict=True)}
+
+    def rows(self, cursor: Any, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        cursor.execute(self.sql, self.parameters(values))
+        fetched = cursor.fetchall()
+        if not self._converting:
+            return [tuple(row) for row in fetched]
+        converters = self._converters
+        return [tuple(value if convert is None else convert(value)
+                      for value, convert in zip(row, converters, strict=True))
+                for row in fetched]
+
+    def run(self, cursor: Any, values: dict[str, Any]) -> int:
+        """For a statement that returns no rows: how many rows it changed."""
+        cursor.execute(self.sql, self.parameters(values))
+        return int(cursor.rowcount)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from types import TracebackType
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.audit import AuditContext, Auditor
 from core.clock import Clock, SystemClock
 from core.crypto import DataCipher, SecretDigester
-from core.db import make_engine, make_session_factory
+from core.db import PreparedStatement, make_engine, make_session_factory
 from core.outbox import Outbox
 from core.settings import InstanceSecrets, Settings, load_instance_secrets
 from core.shared_state import (
@@ -79,6 +80,7 @@ class Container:
         # Upstream providers' discovery and keys: public metadata, one copy a process.
         self.upstream_metadata = MetadataCache()
         self.oidc_keys = KeyStore(self.cipher, bootstrap=self._first_signing_keys)
+        self._prepared: dict[int, PreparedStatement] = {}
         # Sessions that end here end at every relying application too.
         watch_for_logouts(self.session_factory, self, self.oidc_keys)
 
@@ -112,6 +114,15 @@ class Container:
             unreachable=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
             observe=lambda kind, decision: SHARED_STATE_UNAVAILABLE.labels(kind, decision).inc(),
         )
+
+    def prepared(self, statement: Any) -> PreparedStatement:
+        """`statement` compiled for this engine, once (module-level statements only:
+        they are kept by identity for the life of the process)."""
+        found = self._prepared.get(id(statement))
+        if found is None or found.statement is not statement:
+            found = self._prepared[id(statement)] = PreparedStatement(
+                statement, self.engine.dialect)
+        return found
 
     def unit(self, context: AuditContext | None = None) -> Unit:
         return Unit(self, context or AuditContext())
@@ -149,6 +160,11 @@ class Unit:
 
     def commit(self) -> None:
         self.session.commit()
+
+    def cursor(self) -> Any:
+        """A DB-API cursor inside this unit's transaction, for prepared
+        statements (`Container.prepared`); the caller closes it."""
+        return self.session.connection().connection.cursor()
 
     @property
     def has_session(self) -> bool:

@@ -763,17 +763,22 @@ class RefreshGrant(oauth_grants.RefreshTokenGrant):  # type: ignore[misc]
         if parsed is None:
             return None
         grant_id, counter, mac = parsed
-        connection = unit.session.connection()
-        row = connection.execute(
-            _REFRESH_READ, {"grant_id": grant_id, "today": unit.clock.today()}).one_or_none()
-        if row is None or counter > row.refresh_counter:
+        cursor = unit.cursor()
+        try:
+            rows = unit.container.prepared(_REFRESH_READ).rows(
+                cursor, {"grant_id": grant_id, "today": unit.clock.today()})
+        finally:
+            cursor.close()
+        if not rows:
             return None
-        facts = GrantFacts(**{c.key: getattr(row, c.key) for c in _FACT_COLUMNS},
-                           public_id=row.public_id)
+        facts = GrantFacts(*rows[0][:_FACTS])
+        security_epoch, usable = rows[0][_FACTS:]
+        if counter > facts.refresh_counter:
+            return None
         if not hmac.compare_digest(mac, p.refresh_mac(facts, counter)):
             return None
         if counter < facts.refresh_counter:
-            if row.revoked_at is None:
+            if facts.revoked_at is None:
                 # A rotated-away token came back: someone holds a copy. End the family.
                 grant = unit.session.get(Grant, grant_id)
                 if grant is not None:
@@ -785,8 +790,8 @@ class RefreshGrant(oauth_grants.RefreshTokenGrant):  # type: ignore[misc]
                 )
                 unit.commit()
             return None
-        if (row.revoked_at is not None or row.expires_at <= unit.clock.now()
-                or row.security_epoch != row.person_epoch or not row.usable):
+        if (facts.revoked_at is not None or facts.expires_at <= unit.clock.now()
+                or security_epoch != facts.person_epoch or not usable):
             return None
         return RefreshRecord(facts)
 
@@ -798,10 +803,14 @@ class RefreshGrant(oauth_grants.RefreshTokenGrant):  # type: ignore[misc]
         that two nodes racing with one token cannot both use it."""
         unit = self.provider.unit()
         facts = record.grant
-        result = unit.session.connection().execute(_ROTATE, {
-            "grant_id": facts.id, "was": facts.refresh_counter - 1,
-            "now": facts.refresh_counter, "jkt": facts.dpop_jkt})
-        if result.rowcount != 1:
+        cursor = unit.cursor()
+        try:
+            rotated = unit.container.prepared(_ROTATE).run(cursor, {
+                "grant_id": facts.id, "was": facts.refresh_counter - 1,
+                "now": facts.refresh_counter, "jkt": facts.dpop_jkt})
+        finally:
+            cursor.close()
+        if rotated != 1:
             unit.session.rollback()
             raise InvalidGrantError()
 
@@ -841,8 +850,10 @@ class GrantFacts:
 _FACT_COLUMNS = (Grant.id, Grant.client_id, Grant.person_id, Grant.person_epoch, Grant.scope,
                  Grant.acr, Grant.amr, Grant.auth_time, Grant.sid, Grant.resource,
                  Grant.expires_at, Grant.revoked_at, Grant.dpop_jkt, Grant.refresh_counter)
-# Built once: a refresh is two statements, and building and hashing SQL
-# expressions per request cost more than running them.
+_FACTS = len(_FACT_COLUMNS) + 1  # and the person's public id
+# A refresh is these two statements, compiled once per engine and run on the
+# DB-API cursor (core.db.PreparedStatement): building, hashing and executing
+# SQL expressions through SQLAlchemy per request cost more than running them.
 _REFRESH_READ = (
     select(*_FACT_COLUMNS, Person.public_id, Person.security_epoch,
            usable_clause(bindparam("today", type_=Date)).label("usable"))
