@@ -205,7 +205,7 @@ def _register_request_hooks(app: Flask, built: Container) -> None:
     @app.after_request
     def finish(response: Response) -> Response:
         unit = g.get("unit")
-        if unit is not None and response.status_code < 400 and unit.has_session:
+        if unit is not None and response.status_code < 400 and unit.touched_database:
             unit.commit()
         response.headers["X-Request-Id"] = g.get("request_id", "")
         if not request.path.startswith(("/assets/", "/assets-local/")):

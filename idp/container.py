@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit import AuditContext, Auditor
@@ -137,6 +137,7 @@ class Unit:
 
     container: Container
     context: AuditContext
+    _raw_writes: bool = False
 
     def __enter__(self) -> Unit:
         return self
@@ -150,27 +151,58 @@ class Unit:
         self.close()
 
     @cached_property
+    def connection(self) -> Connection:
+        """The unit's one database connection, taken from the pool when first
+        needed. Its session and its prepared statements share it, and so one
+        transaction: on SQLite a second connection would wait for the first's
+        write lock."""
+        return self.container.engine.connect()
+
+    @cached_property
     def session(self) -> Session:
-        return self.container.session_factory()
+        return self.container.session_factory(bind=self.connection)
 
     def close(self) -> None:
         if "session" in self.__dict__:
             self.session.rollback()
             self.session.close()
+            # A closed session may still be used (a lazy load after the request,
+            # say), as any SQLAlchemy session may: it then takes a connection
+            # of its own from the pool.
+            self.session.bind = self.container.engine
+        if "connection" in self.__dict__:
+            self.__dict__.pop("connection").close()  # back to the pool, rolled back
+        self._raw_writes = False
 
     def commit(self) -> None:
-        self.session.commit()
+        if "session" in self.__dict__ or not self._raw_writes:
+            self.session.commit()
+        if self._raw_writes:
+            # The session commits its own connection only when it began a
+            # transaction there; prepared statements may have run without one.
+            self.connection.connection.commit()
+            self._raw_writes = False
+
+    def rollback(self) -> None:
+        if "session" in self.__dict__:
+            self.session.rollback()
+        if "connection" in self.__dict__:
+            self.connection.connection.rollback()
+        self._raw_writes = False
 
     def cursor(self) -> Any:
-        """A DB-API cursor inside this unit's transaction, for prepared
-        statements (`Container.prepared`); the caller closes it."""
-        return self.session.connection().connection.cursor()
+        """A DB-API cursor on this unit's connection, inside its transaction, for
+        prepared statements (`Container.prepared`); the caller closes it.
+        `commit` then commits what it wrote, with or without the session."""
+        self._raw_writes = True
+        return self.connection.connection.cursor()
 
     @property
-    def has_session(self) -> bool:
-        """Whether this unit has opened its database session (and so may have
-        work to commit): a request that never touched the database skips it."""
-        return "session" in self.__dict__
+    def touched_database(self) -> bool:
+        """Whether this unit has used the database, by its session or by prepared
+        statements (and so may have work to commit): a request that never
+        touched it skips the commit."""
+        return "connection" in self.__dict__ or "session" in self.__dict__
 
     @property
     def clock(self) -> Clock:

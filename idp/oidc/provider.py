@@ -811,7 +811,7 @@ class RefreshGrant(oauth_grants.RefreshTokenGrant):  # type: ignore[misc]
         finally:
             cursor.close()
         if rotated != 1:
-            unit.session.rollback()
+            unit.rollback()
             raise InvalidGrantError()
 
     def generate_token(self, user: GrantFacts | None = None, scope: str | None = None,

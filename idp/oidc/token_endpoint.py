@@ -261,6 +261,6 @@ class TokenEndpoint:
             audit_client_failure(unit, request, error, form)
             status, body, headers = error(server.get_error_uri(oauth_request, error))
             return status, body, _headers(headers)
-        if unit.has_session:  # a warm client-credentials answer opens none
+        if unit.touched_database:  # a warm client-credentials answer opens none
             unit.commit()
         return status, body, _headers(headers)
