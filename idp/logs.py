@@ -12,10 +12,12 @@ secret is replaced before it is written.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import re
 import sys
 import threading
+import time
 import traceback
 from typing import Any, TextIO
 
@@ -153,18 +155,49 @@ def _line_logger(*_args: Any) -> _LineLogger:
     return _LINES
 
 
+# The text of the current second, made once a second: every request writes a
+# line, and formatting a datetime for each cost more than the rest of the line.
+_second: tuple[int, str] = (-1, "")
+
+
+def utc_timestamp(_logger: Any, _name: str, event_dict: EventDict) -> EventDict:
+    """`timestamp` as structlog's TimeStamper(fmt="iso", utc=True) writes it
+    (2026-12-02T05:47:47.434878Z), at a fraction of its cost."""
+    global _second
+    seconds, nanoseconds = divmod(time.time_ns(), 1_000_000_000)
+    cached = _second
+    if cached[0] != seconds:
+        cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    event_dict["timestamp"] = f"{cached[1]}.{nanoseconds // 1000:06d}Z"
+    return event_dict
+
+
+def _fallback(value: Any) -> Any:
+    """What structlog's JSONRenderer writes for a value JSON has no form for."""
+    custom = getattr(value, "__structlog__", None)
+    return custom() if callable(custom) else repr(value)
+
+
+# One encoder for every line: json.dumps with a `default` builds a new one each call.
+_ENCODER = json.JSONEncoder(default=_fallback)
+
+
+def _serialize(event_dict: EventDict, **_options: Any) -> str:
+    return _ENCODER.encode(event_dict)
+
+
 def _shared_processors() -> list[Processor]:
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        utc_timestamp,
         redact,
     ]
 
 
 def _renderer(log_format: str) -> Processor:
     if log_format == "json":
-        return structlog.processors.JSONRenderer()
+        return structlog.processors.JSONRenderer(serializer=_serialize)
     return structlog.dev.ConsoleRenderer(colors=False)
 
 

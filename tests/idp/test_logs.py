@@ -193,3 +193,35 @@ def test_a_logger_made_before_a_reconfiguration_follows_it() -> None:
     line = json.loads(second.getvalue().splitlines()[-1])
     assert line["event"] == "as json" and line["n"] == 2
     assert line["logger"] == "contactpoint.test"
+
+
+class _Custom:
+    def __structlog__(self) -> str:
+        return "custom form"
+
+
+def test_lines_render_as_structlog_s_own_json_renderer_would() -> None:
+    """The renderer keeps one encoder for every line; what it writes must not
+    change for it, whatever the values."""
+    from datetime import UTC, datetime
+
+    import structlog
+
+    event = {"event": "probe", "when": datetime(2026, 12, 2, tzinfo=UTC), "odd": {1, 2},
+             "custom": _Custom(), "nested": {"a": [1, 2.5, None, True]}, "name": "Zoë",
+             "level": "info"}
+    ours = logs._renderer("json")(None, "info", dict(event))
+    stock = structlog.processors.JSONRenderer()(None, "info", dict(event))
+    assert ours == stock
+    assert json.loads(ours)["custom"] == "custom form"
+
+
+def test_the_timestamp_is_now_in_utc_to_the_microsecond() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    before = datetime.now(UTC) - timedelta(microseconds=1)  # either may round its last digit
+    stamped = logs.utc_timestamp(None, "info", {})["timestamp"]
+    after = datetime.now(UTC)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamped)
+    when = datetime.fromisoformat(stamped.replace("Z", "+00:00"))
+    assert before <= when <= after
