@@ -12,7 +12,15 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, render_template, request, send_from_directory
+from flask import (
+    Flask,
+    Response,
+    g,
+    make_response,
+    render_template,
+    request,
+    send_from_directory,
+)
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from govuk_frontend_wtf.main import WTFormsHelpers
@@ -191,6 +199,8 @@ def _static_fragments(app: Flask, service_name: str) -> dict[str, Markup]:
 
 
 def _register_request_hooks(app: Flask, built: Container) -> None:
+    from idp import ops
+
     @app.before_request
     def open_unit() -> None:
         g.request_id = g.get("request_id") or uuid.uuid4().hex
@@ -206,7 +216,10 @@ def _register_request_hooks(app: Flask, built: Container) -> None:
     def finish(response: Response) -> Response:
         unit = g.get("unit")
         if unit is not None and response.status_code < 400 and unit.touched_database:
-            unit.commit()
+            try:
+                unit.commit()
+            except ops.BACKEND_ERRORS as error:
+                response = make_response(ops.backend_down(error))
         response.headers["X-Request-Id"] = g.get("request_id", "")
         if not request.path.startswith(("/assets/", "/assets-local/")):
             response.headers["Cache-Control"] = "no-store"

@@ -108,39 +108,48 @@ def _json(body: dict[str, Any]) -> str:
     return json.dumps(body, sort_keys=True)
 
 
-def _register_unavailable(app: Flask) -> None:
+# What an unreachable backend raises: answered 503, at once, wherever it is met.
+BACKEND_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+
+
+def unavailable(title: str, message: str, error_id: str) -> Any:
     from flask import render_template
 
-    def unavailable(title: str, message: str, error_id: str) -> Any:
-        headers = {"Retry-After": RETRY_AFTER_SECONDS}
-        if wants_problem_json():
-            response = problem(503, title, message, error_id=error_id)
-            response.headers.update(headers)
-            return response
-        page = render_template("error.html", title=title, message=message, error_id=error_id)
-        return page, 503, headers
+    headers = {"Retry-After": RETRY_AFTER_SECONDS}
+    if wants_problem_json():
+        response = problem(503, title, message, error_id=error_id)
+        response.headers.update(headers)
+        return response
+    page = render_template("error.html", title=title, message=message, error_id=error_id)
+    return page, 503, headers
 
+
+def backend_down(error: Exception) -> Any:
+    """The 503 for a backend that is down: also for a commit that fails after
+    the view has answered (the database restarting mid-request), which Flask
+    would otherwise turn into a 500."""
+    # The class name only: a driver's message can carry hosts or values.
+    ops_log.warning("backend unreachable", error=type(error).__name__)
+    return unavailable(
+        "Sorry, the service is unavailable",
+        "The service is unavailable at the moment. Try again in a few minutes.",
+        "unavailable",
+    )
+
+
+def _register_unavailable(app: Flask) -> None:
     @app.errorhandler(ServiceUnavailable)
     def service_unavailable(error: ServiceUnavailable) -> Any:
         ops_log.warning("unavailable", error_id=error.error_id)
         return unavailable(error.title, error.message, error.error_id)
 
-    def backend_down(error: Exception) -> Any:
-        # The class name only: a driver's message can carry hosts or values.
-        ops_log.warning("backend unreachable", error=type(error).__name__)
-        return unavailable(
-            "Sorry, the service is unavailable",
-            "The service is unavailable at the moment. Try again in a few minutes.",
-            "unavailable",
-        )
-
-    for kind in (
-        sa_exc.OperationalError,
-        sa_exc.InterfaceError,
-        sa_exc.TimeoutError,
-        redis.exceptions.ConnectionError,
-        redis.exceptions.TimeoutError,
-    ):
+    for kind in BACKEND_ERRORS:
         app.register_error_handler(kind, backend_down)
 
 

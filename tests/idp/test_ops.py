@@ -6,6 +6,7 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from prometheus_client import REGISTRY
 from sqlalchemy import select, text
@@ -258,3 +259,27 @@ def test_a_page_that_needs_an_unreachable_database_is_503_not_500(
         assert _problem(api)["error_id"] == "unavailable"
     finally:
         down.dispose()
+
+
+def test_a_commit_that_fails_after_the_page_is_made_is_503_not_500(
+    container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database can go away between the view's answer and the commit that
+    follows it (a restart under load): the answer is then the 503, not a 500."""
+    from sqlalchemy.exc import OperationalError
+
+    from idp.container import Unit
+
+    def lost(_unit: Unit) -> None:
+        raise OperationalError("COMMIT", {}, ConnectionError("server closed the connection"))
+
+    monkeypatch.setattr(Unit, "touched_database", property(lambda _unit: True))
+    monkeypatch.setattr(Unit, "commit", lost)
+    client = create_app(container=container).test_client()
+    page = client.get("/sign-in")
+    assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+    assert 'data-error-id="unavailable"' in page.get_data(as_text=True)
+    _no_internals(main_of(page))
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    api = client.get("/sign-in", headers={"Accept": "application/json"})
+    assert api.status_code == 503 and _problem(api)["error_id"] == "unavailable"
