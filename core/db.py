@@ -7,11 +7,14 @@ WAL, foreign keys and a busy timeout so several processes can share it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.types import TypeDecorator
@@ -90,6 +93,19 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+@contextmanager
+def driver_errors(dialect: Dialect, statement: str | None = None) -> Iterator[None]:
+    """The driver's own errors raised as SQLAlchemy raises them for statements
+    it runs (OperationalError, IntegrityError, ...): callers, and the 503 for a
+    database that is down, know only those. The values are never quoted."""
+    base: type[Exception] = dialect.loaded_dbapi.Error
+    try:
+        yield
+    except base as error:
+        raise DBAPIError.instance(
+            statement, None, error, base, hide_parameters=True, dialect=dialect) from error
+
+
 class PreparedStatement:
     """A Core statement compiled once for one dialect and run on the DB-API
     cursor itself, with the type conversions SQLAlchemy would apply.
@@ -102,6 +118,7 @@ class PreparedStatement:
 
     def __init__(self, statement: Any, dialect: Dialect) -> None:
         self.statement = statement
+        self._dialect = dialect
         compiled = statement.compile(dialect=dialect)
         if compiled.post_compile_params or compiled.literal_execute_params:
             raise ValueError("statements with expanding parameters cannot be prepared")
@@ -146,8 +163,10 @@ class PreparedStatement:
         return {key: ready[name] for key, name in zip(self._keys, self._order, strict=True)}
 
     def rows(self, cursor: Any, values: dict[str, Any]) -> list[tuple[Any, ...]]:
-        cursor.execute(self.sql, self.parameters(values))
-        fetched = cursor.fetchall()
+        parameters = self.parameters(values)
+        with driver_errors(self._dialect, self.sql):
+            cursor.execute(self.sql, parameters)
+            fetched = cursor.fetchall()
         if not self._converting:
             return [tuple(row) for row in fetched]
         converters = self._converters
@@ -157,5 +176,7 @@ class PreparedStatement:
 
     def run(self, cursor: Any, values: dict[str, Any]) -> int:
         """For a statement that returns no rows: how many rows it changed."""
-        cursor.execute(self.sql, self.parameters(values))
+        parameters = self.parameters(values)
+        with driver_errors(self._dialect, self.sql):
+            cursor.execute(self.sql, parameters)
         return int(cursor.rowcount)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.audit import AuditContext, Auditor
 from core.clock import Clock, SystemClock
 from core.crypto import DataCipher, SecretDigester
-from core.db import PreparedStatement, make_engine, make_session_factory
+from core.db import PreparedStatement, driver_errors, make_engine, make_session_factory
 from core.outbox import Outbox
 from core.settings import InstanceSecrets, Settings, load_instance_secrets
 from core.shared_state import (
@@ -180,14 +180,16 @@ class Unit:
         if self._raw_writes:
             # The session commits its own connection only when it began a
             # transaction there; prepared statements may have run without one.
-            self.connection.connection.commit()
+            with driver_errors(self.container.engine.dialect, "COMMIT"):
+                self.connection.connection.commit()
             self._raw_writes = False
 
     def rollback(self) -> None:
         if "session" in self.__dict__:
             self.session.rollback()
         if "connection" in self.__dict__:
-            self.connection.connection.rollback()
+            with driver_errors(self.container.engine.dialect, "ROLLBACK"):
+                self.connection.connection.rollback()
         self._raw_writes = False
 
     def cursor(self) -> Any:

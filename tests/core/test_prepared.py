@@ -160,3 +160,21 @@ def test_expanding_parameters_are_refused(engine: Engine) -> None:
     statement = select(things.c.id).where(things.c.id.in_(bindparam("ids", expanding=True)))
     with pytest.raises(ValueError, match="expanding"):
         PreparedStatement(statement, engine.dialect)
+
+
+def test_driver_errors_come_as_sqlalchemy_s_without_the_values(engine: Engine) -> None:
+    """The token endpoint answers 503 for SQLAlchemy's OperationalError; a
+    statement run on the cursor must raise the same kinds, and quote no value."""
+    from sqlalchemy.exc import IntegrityError
+
+    rename = PreparedStatement(
+        update(things).where(things.c.id == bindparam("thing")).values(name=bindparam("to")),
+        engine.dialect)
+    with engine.connect() as connection:
+        cursor = connection.connection.cursor()
+        with pytest.raises(IntegrityError) as raised:
+            rename.run(cursor, {"thing": 1, "to": None})
+        cursor.close()
+        connection.connection.rollback()
+    assert "UPDATE prepared_statement_probe" in str(raised.value)
+    assert "'thing'" not in str(raised.value) and "[parameters" not in str(raised.value)
