@@ -151,10 +151,7 @@ class PreparedStatement:
 
     def parameters(self, values: dict[str, Any]) -> Any:
         """The DB-API parameters: a tuple for `?`-style drivers, else a dict."""
-        missing = self._given.keys() - values.keys()
-        if missing:
-            raise KeyError(f"no value for {sorted(missing)}")
-        ready = dict(self._fixed)
+        ready = dict(self._fixed)  # a value not given raises KeyError, naming it
         for name, convert in self._given.items():
             value = values[name]
             ready[name] = value if convert is None else convert(value)

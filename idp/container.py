@@ -192,10 +192,25 @@ class Unit:
                 self.connection.connection.rollback()
         self._raw_writes = False
 
-    def cursor(self) -> Any:
-        """A DB-API cursor on this unit's connection, inside its transaction, for
-        prepared statements (`Container.prepared`); the caller closes it.
-        `commit` then commits what it wrote, with or without the session."""
+    def rows(self, statement: Any, values: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """A module-level statement's rows, prepared (`Container.prepared`) and
+        run on this unit's connection, inside its transaction."""
+        cursor = self._cursor()
+        try:
+            return self.container.prepared(statement).rows(cursor, values)
+        finally:
+            cursor.close()
+
+    def execute(self, statement: Any, values: dict[str, Any]) -> int:
+        """As `rows`, for a statement that returns none: how many rows it changed.
+        `commit` then commits it, with or without the session."""
+        cursor = self._cursor()
+        try:
+            return self.container.prepared(statement).run(cursor, values)
+        finally:
+            cursor.close()
+
+    def _cursor(self) -> Any:
         self._raw_writes = True
         return self.connection.connection.cursor()
 

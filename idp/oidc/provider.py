@@ -763,12 +763,7 @@ class RefreshGrant(oauth_grants.RefreshTokenGrant):  # type: ignore[misc]
         if parsed is None:
             return None
         grant_id, counter, mac = parsed
-        cursor = unit.cursor()
-        try:
-            rows = unit.container.prepared(_REFRESH_READ).rows(
-                cursor, {"grant_id": grant_id, "today": unit.clock.today()})
-        finally:
-            cursor.close()
+        rows = unit.rows(_REFRESH_READ, {"grant_id": grant_id, "today": unit.clock.today()})
         if not rows:
             return None
         facts = GrantFacts(*rows[0][:_FACTS])
@@ -803,13 +798,9 @@ class RefreshGrant(oauth_grants.RefreshTokenGrant):  # type: ignore[misc]
         that two nodes racing with one token cannot both use it."""
         unit = self.provider.unit()
         facts = record.grant
-        cursor = unit.cursor()
-        try:
-            rotated = unit.container.prepared(_ROTATE).run(cursor, {
-                "grant_id": facts.id, "was": facts.refresh_counter - 1,
-                "now": facts.refresh_counter, "jkt": facts.dpop_jkt})
-        finally:
-            cursor.close()
+        rotated = unit.execute(_ROTATE, {
+            "grant_id": facts.id, "was": facts.refresh_counter - 1,
+            "now": facts.refresh_counter, "jkt": facts.dpop_jkt})
         if rotated != 1:
             unit.rollback()
             raise InvalidGrantError()

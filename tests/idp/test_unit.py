@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, bindparam, select, update
 
-from idp.container import Container
+from idp.container import Container, Unit
 
 metadata = MetaData()
 counters = Table("unit_probe", metadata, Column("id", Integer, primary_key=True),
@@ -33,18 +33,14 @@ def _values(container: Container) -> list[int]:
         return list(connection.scalars(select(counters.c.value).order_by(counters.c.id)))
 
 
-def _prepared_set(container: Container, unit: object, row: int, to: int) -> int:
-    cursor = unit.cursor()  # type: ignore[attr-defined]
-    try:
-        return container.prepared(SET).run(cursor, {"row": row, "to": to})
-    finally:
-        cursor.close()
+def _prepared_set(unit: Unit, row: int, to: int) -> int:
+    return unit.execute(SET, {"row": row, "to": to})
 
 
 def test_prepared_writes_commit_without_a_session(container: Container, probe: None) -> None:
     with container.unit() as unit:
         assert not unit.touched_database
-        assert _prepared_set(container, unit, 1, 5) == 1
+        assert _prepared_set(unit, 1, 5) == 1
         assert unit.touched_database and "session" not in unit.__dict__
         unit.commit()
     assert _values(container) == [5, 0]
@@ -54,13 +50,13 @@ def test_prepared_writes_commit_without_a_session(container: Container, probe: N
 def test_prepared_and_session_writes_are_one_transaction(
     container: Container, probe: None, prepared_first: bool
 ) -> None:
-    def both(unit: object, first: int, second: int) -> None:
+    def both(unit: Unit, first: int, second: int) -> None:
         if prepared_first:
-            _prepared_set(container, unit, 1, first)
-            unit.session.execute(SET, {"row": 2, "to": second})  # type: ignore[attr-defined]
+            _prepared_set(unit, 1, first)
+            unit.session.execute(SET, {"row": 2, "to": second})
         else:
-            unit.session.execute(SET, {"row": 2, "to": second})  # type: ignore[attr-defined]
-            _prepared_set(container, unit, 1, first)
+            unit.session.execute(SET, {"row": 2, "to": second})
+            _prepared_set(unit, 1, first)
 
     with container.unit() as unit:  # closed without a commit: neither write stays
         both(unit, 7, 8)
@@ -78,7 +74,7 @@ def test_prepared_and_session_writes_are_one_transaction(
 
 def test_a_closed_unit_s_session_still_answers(container: Container, probe: None) -> None:
     unit = container.unit()
-    _prepared_set(container, unit, 1, 3)
+    _prepared_set(unit, 1, 3)
     unit.commit()
     unit.close()
     # As with any SQLAlchemy session: used after closing, it takes a new connection.
