@@ -7,7 +7,7 @@ its labels, and `watch_audit` counts an entry once its transaction commits,
 so a metric means what the audit log means (something that happened), and a
 rolled-back change counts nothing.
 
-With several gunicorn workers, set PROMETHEUS_MULTIPROC_DIR (`contactpoint
+With several worker processes, set PROMETHEUS_MULTIPROC_DIR (`contactpoint
 serve` does) before this module is imported: each worker then writes its
 values to files there and a scrape of any worker adds them all up.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -163,9 +164,38 @@ def watch_pool(engine: Engine) -> None:
     event.listen(engine, "checkin", checkin)
 
 
+def forget_dead_workers(folder: str) -> list[int]:
+    """Live gauges (connections in use now) of worker processes that are gone.
+
+    A worker that dies, killed or crashed, leaves its files behind, and a live
+    gauge would count its connections for ever. gunicorn tells us when a
+    worker exits (idp.gunicorn_conf); granian does not, so every scrape looks
+    for files whose process no longer exists, whichever server runs. Their
+    counters and histograms stay: what a dead worker counted still happened."""
+    gone = []
+    for name in os.listdir(folder):
+        match = _LIVE_FILE.fullmatch(name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            gone.append(pid)
+        except PermissionError:  # alive, and someone else's
+            continue
+    for pid in set(gone):
+        multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
+    return sorted(set(gone))
+
+
+_LIVE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+
+
 def exposition() -> tuple[bytes, str]:
     """The text a scrape reads: every worker's values when in multiprocess mode."""
     if MULTIPROCESS:
+        forget_dead_workers(os.environ["PROMETHEUS_MULTIPROC_DIR"])
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -283,3 +283,32 @@ def test_a_commit_that_fails_after_the_page_is_made_is_503_not_500(
     assert page.headers["X-Content-Type-Options"] == "nosniff"
     api = client.get("/sign-in", headers={"Accept": "application/json"})
     assert api.status_code == 503 and _problem(api)["error_id"] == "unavailable"
+
+
+def test_a_scrape_forgets_the_live_gauges_of_workers_that_are_gone(tmp_path: Path) -> None:
+    """granian, unlike gunicorn, says nothing when a worker dies: without the
+    sweep its connections in use would be counted for ever."""
+    import os
+    import subprocess
+    import sys
+
+    from idp.metrics import forget_dead_workers
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead, alive = int(finished.stdout), os.getpid()
+    for pid in (dead, alive):
+        for name in (f"gauge_livesum_{pid}.db", f"gauge_liveall_{pid}.db",
+                     f"counter_{pid}.db", f"histogram_{pid}.db", f"gauge_all_{pid}.db"):
+            (tmp_path / name).write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a metrics file")
+
+    assert forget_dead_workers(str(tmp_path)) == [dead]
+    left = {p.name for p in tmp_path.iterdir()}
+    # The dead worker's counts stay (what it counted happened); its live gauges go.
+    assert left == {
+        f"gauge_livesum_{alive}.db", f"gauge_liveall_{alive}.db", f"counter_{alive}.db",
+        f"histogram_{alive}.db", f"gauge_all_{alive}.db",
+        f"counter_{dead}.db", f"histogram_{dead}.db", f"gauge_all_{dead}.db", "notes.txt",
+    }
+    assert forget_dead_workers(str(tmp_path)) == []
