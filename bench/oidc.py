@@ -2,13 +2,13 @@
 
 POST /oauth2/token with `client_credentials` and with `refresh_token` (rotating:
 each connection chains its own refresh token), 16 requests in flight, against
-`contactpoint serve` (gunicorn, one sync worker per core) and against
+`contactpoint serve` (granian by default, one worker per core) and against
 oidc-provider (the npm package pinned in bench/oidc_provider/package.json,
 configured alike by bench/oidc_provider/server.mjs), both on loopback, both
 driven by the same load generator: wrk, with a Lua script this benchmark writes.
 
 The figure that matters is requests per CPU-second of the server's own
-processes (gunicorn master and workers; the node process), read from /proc
+processes (the server's master and workers; the node process), read from /proc
 before and after each measured window. Targets: at least as many per
 CPU-second as oidc-provider, and never under 1,200. Throughput is printed too,
 but wrk and anything else on the machine share its cores.
@@ -642,8 +642,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", default="",
                         help="PostgreSQL server URL (a database is created beside the one "
                              "named and dropped afterwards); default SQLite")
-    parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn",
-                        help="the WSGI server `contactpoint serve` runs (default: its default)")
+    parser.add_argument("--server", choices=("granian", "gunicorn"), default=None,
+                        help="the WSGI server `contactpoint serve` runs (default: its "
+                             "default, granian)")
     parser.add_argument("--their-store", choices=("memory", "sqlite"), default="memory",
                         help="oidc-provider's adapter: its default in memory, or a SQLite file "
                              "set up like ours (WAL, synchronous=NORMAL) whose accounts "
@@ -664,7 +665,10 @@ def main(argv: list[str] | None = None) -> int:
     npm_install()
     node_version, op_version = versions()
     code = code_version()
+    from idp.cli import SERVERS
     from idp.database import scratch_database
+
+    args.server = args.server or SERVERS[0]
 
     # Every wrk run of the refresh scenario gets fresh tokens (see Credentials).
     refresh_runs = args.rounds * (2 if args.warmup > 0 else 1)

@@ -1,8 +1,8 @@
 """Sign-in throughput beside argon2id throughput, in one run.
 
 Complete sign-ins (both steps over HTTP: GET and POST /sign-in, GET and POST
-/sign-in/token) against `contactpoint serve` (gunicorn, one sync worker per
-core), and argon2id verifications with the same parameters in one process per
+/sign-in/token) against `contactpoint serve` (granian by default, one worker
+per core), and argon2id verifications with the same parameters in one process per
 core. The figure that matters is the server's CPU time per sign-in against the
 CPU time of the two argon2id verifications each sign-in makes (password, then
 PIN): the target is at most 15% more. Throughput is printed too, but the load
@@ -651,8 +651,9 @@ def main(argv: list[str] | None = None) -> int:
                              "named and dropped afterwards); default SQLite")
     parser.add_argument("--keep", action="store_true",
                         help="keep the instance folder (and its server.log)")
-    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn",
-                        help="the WSGI server `contactpoint serve` runs (default gunicorn)")
+    parser.add_argument("--server", choices=["granian", "gunicorn"], default=None,
+                        help="the WSGI server `contactpoint serve` runs (default: its "
+                             "default, granian)")
     parser.add_argument("--no-bare", action="store_true",
                         help="skip the bare server's round (bench/signin_bare.py), the floor "
                              "under any Flask sign-in on the same server")
@@ -695,6 +696,9 @@ def main(argv: list[str] | None = None) -> int:
         people = People(make_people(settings, count, cores))
         setup_seconds = time.perf_counter() - setup_started
 
+        from idp.cli import SERVERS
+
+        args.server = args.server or SERVERS[0]
         server = start_server(env, instance_dir, cores, args.server)
         print(f"{args.server} on port {server.port}: master {server.pid}, workers "
               f"{' '.join(map(str, children(server.pid)))}; warming up ...", flush=True)

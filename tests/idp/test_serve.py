@@ -1,5 +1,6 @@
-"""`contactpoint serve` as an operator starts it: gunicorn with several workers,
-JSON request logs, and metrics that add up whichever worker is scraped."""
+"""`contactpoint serve` as an operator starts it: granian (the default) or
+gunicorn with several workers, JSON request logs, and metrics that add up
+whichever worker is scraped."""
 
 from __future__ import annotations
 
@@ -100,14 +101,36 @@ def migrate(env: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr
 
 
+SERVERS = ["granian", "gunicorn"]  # the default first
+
+
+@pytest.fixture(params=SERVERS)
+def server_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def serve_args(server: str, *args: str) -> list[str]:
+    """`serve` as an operator types it: nothing for the default server."""
+    return ["serve", *args] if server == SERVERS[0] else ["serve", "--server", server, *args]
+
+
 @pytest.fixture
-def served(database_url: str, tmp_path: Path) -> Iterator[tuple[Node, Path]]:
+def served(database_url: str, tmp_path: Path, server_name: str) -> Iterator[tuple[Node, Path]]:
     instance = tmp_path / "instance"
     env = server_env(database_url, instance)
     migrate(env)
-    node = start_node(env, tmp_path / "server.log", "serve", "--workers", "2")
+    node = start_node(env, tmp_path / "server.log", *serve_args(server_name, "--workers", "2"))
     yield node, instance
     node.stop()
+
+
+def test_granian_is_what_serve_runs_unless_told() -> None:
+    """The token endpoint's figures (bench/oidc.py) are taken on what `serve`
+    runs; on gunicorn's sync workers they cannot reach oidc-provider's."""
+    from idp.cli import serve
+
+    default = next(p.default for p in serve.params if p.name == "server")
+    assert default == SERVERS[0] == "granian"
 
 
 def _count(metrics: str, endpoint: str) -> float:
@@ -148,7 +171,7 @@ def test_serve_runs_workers_whose_metrics_add_up_and_whose_logs_are_json(
     assert len(signins) == 30
     assert {r["route"] for r in signins} == {"/sign-in"}
     assert len({r["request_id"] for r in signins}) == 30
-    # No access log of gunicorn's own, with its query strings.
+    # No access log of the server's own, with its query strings.
     assert not any("next=" in line for line in lines)
 
 
@@ -190,20 +213,21 @@ def test_a_killed_worker_is_replaced_and_its_counts_are_kept(
             break
         time.sleep(0.2)
     else:
-        raise AssertionError("gunicorn did not start a new worker")
+        raise AssertionError("the server did not start a new worker")
     # The others carry on, and what the dead worker counted still counts.
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert set(pool.map(lambda _: node.request("GET", "/sign-in")[0], range(10))) == {200}
     _status, _headers, metrics = node.request("GET", "/metrics")
     assert _count(metrics, "signin.start") == 30
-    # Its live gauge (connections in use) no longer counts.
+    # Its live gauge (connections in use) no longer counts: gunicorn says the
+    # worker exited, and the scrape looks for workers that are gone (granian).
     assert not list((instance / "metrics").glob(f"gauge_livesum_{victim}.db"))
 
 
 @pytest.mark.slow
 def test_granian_serves_with_the_threads_asked_for(database_url: str, tmp_path: Path) -> None:
-    """The other server `serve` offers answers concurrent requests with a few
-    Python threads a worker, not granian's default of hundreds."""
+    """granian answers concurrent requests with the few Python threads a worker
+    that `serve` asks for, not granian's default of hundreds."""
     instance = tmp_path / "instance"
     env = server_env(database_url, instance)
     migrate(env)
@@ -220,3 +244,32 @@ def test_granian_serves_with_the_threads_asked_for(database_url: str, tmp_path: 
     requests = [json.loads(line) for line in node.log.read_text().splitlines()
                 if line.startswith("{") and '"event": "request"' in line]
     assert len([r for r in requests if r["endpoint"] == "signin.start"]) == 24
+
+
+@pytest.mark.parametrize("migrate_req", ["0", "1"])
+def test_serve_warns_when_a_dead_granian_worker_would_take_its_queue_down(
+    migrate_req: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """granian's workers listen on sockets of their own: with the sysctl off,
+    a worker's death resets the connections queued for it. The operator is
+    told once, at start, what to set; gunicorn (one shared socket) needs nothing."""
+    from click.testing import CliRunner
+
+    import idp.cli as cli
+
+    sysctl = tmp_path / "tcp_migrate_req"
+    sysctl.write_text(f"{migrate_req}\n")
+    monkeypatch.setattr(cli, "MIGRATE_REQ", sysctl)
+    started: list[list[str]] = []
+    monkeypatch.setattr(cli.os, "execvp", lambda _program, args: started.append(args))
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+    runner = CliRunner()
+
+    for args, server in ((["--workers", "2"], "granian"),
+                         (["--workers", "1"], "granian"),
+                         (["--workers", "2", "--server", "gunicorn"], "gunicorn")):
+        done = runner.invoke(cli.main, ["serve", *args], catch_exceptions=False)
+        assert done.exit_code == 0
+        assert Path(started[-1][0]).name == server
+        warned = "net.ipv4.tcp_migrate_req" in done.output
+        assert warned == (migrate_req == "0" and server == "granian" and "2" in args), args
