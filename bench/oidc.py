@@ -20,12 +20,14 @@ both servers' figures.
 
     .venv/bin/python bench/oidc.py                    # SQLite (the default)
     .venv/bin/python bench/oidc.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test
-    .venv/bin/python bench/oidc.py --their-store sqlite   # oidc-provider durable, like ours
+    .venv/bin/python bench/oidc.py --their-store memory   # oidc-provider in memory only
 
-oidc-provider keeps its grants in memory by default (its own docs: for
-development only); `--their-store sqlite` gives it a SQLite file set up like
-ours and a findAccount that reads the person's standing there, as our refresh
-does, so that refresh is compared with both sides durable.
+oidc-provider keeps its grants in memory by default, and says at start that
+this adapter is development-only and must be replaced to keep grants over a
+restart and share them between processes. So it runs twice, side by side:
+"oidc-provider" with that default, and "oidc-provider+db" with a SQLite file
+set up like ours and a findAccount that reads the person's standing there, as
+our refresh does: the configuration alike, both sides durable.
 
 With PostgreSQL the URL names a server and a database to connect to; the
 benchmark creates a database of its own beside it and drops it afterwards.
@@ -71,7 +73,9 @@ TARGET_PER_CPU_SECOND = 1200
 TICKS = os.sysconf("SC_CLK_TCK")
 PROVIDER_DIR = Path(__file__).resolve().parent / "oidc_provider"
 GRANTS = ("client_credentials", "refresh_token")
-OURS, THEIRS, BARE = "contactpoint", "oidc-provider", "bare server"
+OURS, THEIRS, THEIRS_DB, BARE = "contactpoint", "oidc-provider", "oidc-provider+db", "bare server"
+# oidc-provider's stores: its default adapter in memory, and a SQLite file like ours.
+STORES = {"memory": THEIRS, "sqlite": THEIRS_DB}
 TOKEN_PATH = "/oauth2/token"
 
 
@@ -386,7 +390,8 @@ def start_theirs(work_dir: Path, port: int, concurrency: int,
     run, as its in-memory adapter (an LRU cache) evicts grants left untouched.
     With store "sqlite" its models live in a SQLite file of the work folder
     (bench/oidc_provider/sqlite_adapter.mjs)."""
-    log = work_dir / "oidc-provider.log"
+    name = STORES[store]
+    log = work_dir / f"{name}.log"
     command = ["node", "server.mjs", str(port), "0"]
     env = dict(os.environ)
     env.pop("STORE", None)
@@ -409,7 +414,7 @@ def start_theirs(work_dir: Path, port: int, concurrency: int,
         tokens: list[str] = json.loads(stdout.readline())["refresh_tokens"]
         return tokens
 
-    return Server(THEIRS, process, port, log), Credentials(
+    return Server(name, process, port, log), Credentials(
         started["client_id"], started["client_secret"], mint=mint)
 
 
@@ -645,10 +650,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=("granian", "gunicorn"), default=None,
                         help="the WSGI server `contactpoint serve` runs (default: its "
                              "default, granian)")
-    parser.add_argument("--their-store", choices=("memory", "sqlite"), default="memory",
-                        help="oidc-provider's adapter: its default in memory, or a SQLite file "
-                             "set up like ours (WAL, synchronous=NORMAL) whose accounts "
-                             "findAccount reads, as our refresh reads the person")
+    parser.add_argument("--their-store", choices=("both", "memory", "sqlite"), default="both",
+                        help="oidc-provider's adapter: its default in memory (which it calls "
+                             "development-only), a SQLite file set up like ours (WAL, "
+                             "synchronous=NORMAL) whose accounts findAccount reads, as our "
+                             "refresh reads the person, or both, each a server of its own "
+                             "(default both)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work folder (server.log, oidc-provider.log)")
     args = parser.parse_args(argv)
@@ -669,6 +676,9 @@ def main(argv: list[str] | None = None) -> int:
     from idp.database import scratch_database
 
     args.server = args.server or SERVERS[0]
+    stores = ("memory", "sqlite") if args.their_store == "both" else (args.their_store,)
+    theirs_names = [STORES[store] for store in stores]
+    everyone = (OURS, *theirs_names, BARE)
 
     # Every wrk run of the refresh scenario gets fresh tokens (see Credentials).
     refresh_runs = args.rounds * (2 if args.warmup > 0 else 1)
@@ -712,19 +722,22 @@ def main(argv: list[str] | None = None) -> int:
         creds = {OURS: seed_ours(settings, args.concurrency, refresh_runs, args.concurrency)}
 
         servers[OURS] = start_ours(env, work_dir, port, cores, args.server)
-        servers[THEIRS], creds[THEIRS] = start_theirs(
-            work_dir, free_port(), args.concurrency, args.their_store)
+        for store in stores:
+            name = STORES[store]
+            servers[name], creds[name] = start_theirs(
+                work_dir, free_port(), args.concurrency, store)
         servers[BARE], creds[BARE] = start_bare(
             work_dir, free_port(), cores, args.server, args.concurrency)
         print(f"{OURS}: {args.server} on port {servers[OURS].port}, master {servers[OURS].pid}, "
               f"workers {' '.join(map(str, children(servers[OURS].pid)))}", flush=True)
-        print(f"{THEIRS} {op_version}: node {servers[THEIRS].pid} on port "
-              f"{servers[THEIRS].port}", flush=True)
+        for name in theirs_names:
+            print(f"{name} {op_version}: node {servers[name].pid} on port "
+                  f"{servers[name].port}", flush=True)
         print(f"{BARE}: {args.server} serving bench/oidc_bare.py on port {servers[BARE].port}",
               flush=True)
 
         for number in range(args.rounds):
-            order = (OURS, THEIRS, BARE) if number % 2 == 0 else (BARE, THEIRS, OURS)
+            order = everyone if number % 2 == 0 else everyone[::-1]
             for grant in GRANTS:
                 for name in order:
                     server, cred = servers[name], creds[name]
@@ -762,7 +775,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work_dir, ignore_errors=True)
 
     def row(*cells: object) -> str:
-        widths = (14, 19, 9, 8, 8, 7, 9, 7)
+        widths = (16, 19, 9, 8, 8, 7, 9, 7)
         pairs = enumerate(zip(cells, widths, strict=True))
         return "  " + " ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in pairs)
 
@@ -779,15 +792,17 @@ def main(argv: list[str] | None = None) -> int:
     else:
         how = f"granian, {cores} workers; connections kept alive"
     print(f"  ours      contactpoint serve ({how}); {database}, written on every request")
-    if args.their_store == "sqlite":
-        kept = ("a SQLite file like ours (WAL, synchronous=NORMAL; bench/oidc_provider/"
-                "sqlite_adapter.mjs), written at each refresh; findAccount reads the person's "
-                "status and clearance there")
-    else:
-        kept = ("default in-memory adapter (an LRU cache of 1,000 entries; writes nothing "
-                "to a database)")
-    print(f"  theirs    oidc-provider {op_version} (bench/oidc_provider/server.mjs), one node "
-          f"process, {kept}")
+    kept = {
+        THEIRS: ("its default in-memory adapter (an LRU cache of 1,000 entries; writes "
+                 "nothing to a database; oidc-provider warns at start that it is "
+                 "development-only, and it cannot be shared between processes)"),
+        THEIRS_DB: ("a SQLite file like ours (WAL, synchronous=NORMAL; bench/oidc_provider/"
+                    "sqlite_adapter.mjs), written at each refresh; findAccount reads the "
+                    "person's status and clearance there"),
+    }
+    for name in theirs_names:
+        print(f"  theirs    {name}: oidc-provider {op_version} (bench/oidc_provider/server.mjs), "
+              f"one node process, {kept[name]}")
     print(f"  load      wrk -t{args.concurrency} -c{args.concurrency}, POST {TOKEN_PATH}, "
           f"client_secret_basic; {args.rounds} round(s) x {args.seconds:g} s per pair after "
           f"{args.warmup:g} s warm-up each, servers' order swapped each round")
@@ -801,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(row("server", "grant", "req/s", "p50 ms", "p99 ms", "cores", "req/CPU-s", "errors"))
     for grant in GRANTS:
-        for name in (OURS, THEIRS, BARE):
+        for name in everyone:
             r = results[(name, grant)]
             rate = r.ok / r.seconds if r.seconds else 0.0
             per_cpu[(name, grant)] = r.ok / r.cpu if r.cpu else math.nan
@@ -827,26 +842,28 @@ def main(argv: list[str] | None = None) -> int:
     print("  resident memory after the run: " + "; ".join(
         f"{name} {kib / 1024:.0f} MiB" for name, kib in rss.items()))
     print()
-    print(f"  ratio: requests per CPU-second, ours / oidc-provider; targets: >= oidc-provider "
-          f"and >= {TARGET_PER_CPU_SECOND}")
-    for grant in GRANTS:
-        ours, theirs = per_cpu[(OURS, grant)], per_cpu[(THEIRS, grant)]
-        ratio = ours / theirs
-        beside = "met" if ours >= theirs else "NOT met"
-        floor = "met" if ours >= TARGET_PER_CPU_SECOND else "NOT met"
-        print(f"  {grant:<19} {ours:.0f} / {theirs:.0f} = {ratio:.2f}   "
-              f">= oidc-provider: {beside}; >= {TARGET_PER_CPU_SECOND}: {floor}")
-    print()
-    print(f"  ceiling: the bare server ({args.server}) / oidc-provider; the CPU a request may "
-          "spend beyond the bare answer and still match oidc-provider, and what ours spends")
-    for grant in GRANTS:
-        bare, theirs, ours = (per_cpu[(name, grant)] for name in (BARE, THEIRS, OURS))
-        budget, spent = (1 / theirs - 1 / bare) * 1e6, (1 / ours - 1 / bare) * 1e6
-        verdict = (f"parity out of reach on {args.server}: the server with nothing in the way "
-                   "does not beat oidc-provider" if budget <= 0 else
-                   f"room for {budget:.0f} us a request beyond the bare answer; ours spends "
-                   f"{spent:.0f} us")
-        print(f"  {grant:<19} {bare:.0f} / {theirs:.0f} = {bare / theirs:.2f}   {verdict}")
+    for name in theirs_names:
+        print(f"  ratio: requests per CPU-second, ours / {name}; targets: >= {name} "
+              f"and >= {TARGET_PER_CPU_SECOND}")
+        for grant in GRANTS:
+            ours, theirs = per_cpu[(OURS, grant)], per_cpu[(name, grant)]
+            ratio = ours / theirs
+            beside = "met" if ours >= theirs else "NOT met"
+            floor = "met" if ours >= TARGET_PER_CPU_SECOND else "NOT met"
+            print(f"  {grant:<19} {ours:.0f} / {theirs:.0f} = {ratio:.2f}   "
+                  f">= {name}: {beside}; >= {TARGET_PER_CPU_SECOND}: {floor}")
+        print()
+    for name in theirs_names:
+        print(f"  ceiling: the bare server ({args.server}) / {name}; the CPU a request may "
+              f"spend beyond the bare answer and still match {name}, and what ours spends")
+        for grant in GRANTS:
+            bare, theirs, ours = (per_cpu[(who, grant)] for who in (BARE, name, OURS))
+            budget, spent = (1 / theirs - 1 / bare) * 1e6, (1 / ours - 1 / bare) * 1e6
+            verdict = (f"parity out of reach on {args.server}: the server with nothing in the "
+                       f"way does not beat {name}" if budget <= 0 else
+                       f"room for {budget:.0f} us a request beyond the bare answer; ours "
+                       f"spends {spent:.0f} us")
+            print(f"  {grant:<19} {bare:.0f} / {theirs:.0f} = {bare / theirs:.2f}   {verdict}")
 
     errors = {key: r for key, r in results.items() if r.errors}
     if errors:
