@@ -164,6 +164,9 @@ def watch_pool(engine: Engine) -> None:
     event.listen(engine, "checkin", checkin)
 
 
+_LIVE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+
+
 def forget_dead_workers(folder: str) -> list[int]:
     """Live gauges (connections in use now) of worker processes that are gone.
 
@@ -172,7 +175,7 @@ def forget_dead_workers(folder: str) -> list[int]:
     worker exits (idp.gunicorn_conf); granian does not, so every scrape looks
     for files whose process no longer exists, whichever server runs. Their
     counters and histograms stay: what a dead worker counted still happened."""
-    gone = []
+    gone: set[int] = set()
     for name in os.listdir(folder):
         match = _LIVE_FILE.fullmatch(name)
         if match is None:
@@ -181,15 +184,12 @@ def forget_dead_workers(folder: str) -> list[int]:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            gone.append(pid)
+            gone.add(pid)
         except PermissionError:  # alive, and someone else's
             continue
-    for pid in set(gone):
+    for pid in gone:
         multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
-    return sorted(set(gone))
-
-
-_LIVE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+    return sorted(gone)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -43,7 +43,7 @@ from sqlalchemy import create_engine, select, text
 from core.audit import AuditEntry
 from core.clock import SystemClock
 from core.settings import InstanceSecrets
-from idp.cli import operator, queued_connections_migrate
+from idp.cli import SERVERS, operator, queued_connections_migrate
 from idp.container import Container
 from idp.database import upgrade
 from idp.oidc.clients import Registration
@@ -52,7 +52,6 @@ from tests.factories import Member, World
 from tests.idp.conftest import CSRF
 from tests.idp.test_serve import (
     BIN,
-    SERVERS,
     Node,
     _workers,
     serve_args,
